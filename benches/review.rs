@@ -1,0 +1,40 @@
+//! A whole admission: request bytes → parse → decide → patch → response bytes, for a
+//! 1-container and a 50-container pod. JSON decoding dominates; this is the number to
+//! watch.
+
+// A bench with a broken setup should stop loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use harbor_pilot::admission::{encode_review, parse_review, review};
+use harbor_pilot::config::Config;
+
+fn full_review(c: &mut Criterion) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml"))
+        .expect("example config");
+    let rules = Config::from_yaml(&text).expect("valid").rules;
+    let mut group = c.benchmark_group("review");
+    for containers in [1, 3, 50] {
+        let body = support::review_body(containers);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("containers", containers),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let incoming = parse_review(black_box(body)).expect("valid review");
+                    let reviewed = review(&incoming, &rules);
+                    encode_review(&reviewed.response)
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, full_review);
+criterion_main!(benches);

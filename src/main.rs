@@ -1,0 +1,5 @@
+//! The `harbor-pilot` binary.
+
+fn main() {
+    println!("harbor-pilot {}", env!("CARGO_PKG_VERSION"));
+}
