@@ -1,0 +1,162 @@
+//! The offline subcommands (`rewrite`, `review`, `scan`, `check-config`): read input,
+//! run the same core the webhook runs, print. Streams are passed in so tests can hold
+//! them; `main` passes the process's.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::admission::{self, ReviewError};
+use crate::cli::{CheckConfigArgs, OutputFormat, ReviewArgs, RewriteArgs, ScanArgs};
+use crate::config::{self, Config, ConfigError};
+use crate::rules::Decision;
+use crate::scan::{self, ScanError};
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An input file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file (`-` for standard input).
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input to `review` is not an AdmissionReview.
+    #[error("{}", path.display())]
+    Review {
+        /// The file (`-` for standard input).
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: ReviewError,
+    },
+    /// A manifest given to `scan` cannot be scanned.
+    #[error("{}", path.display())]
+    Scan {
+        /// The file (`-` for standard input).
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: ScanError,
+    },
+    /// Writing the output failed (a closed pipe, a full disk).
+    #[error("cannot write output")]
+    Write(#[from] std::io::Error),
+}
+
+/// `harbor-pilot rewrite`: one line per image, the result, and with `--explain` a tab and
+/// the reason.
+pub fn rewrite(args: &RewriteArgs, out: &mut dyn Write) -> Result<(), CommandError> {
+    let config = config::load(&args.config.config)?;
+    for image in &args.images {
+        let decision = config.rules.decide(image);
+        let result = match &decision {
+            Decision::Rewrite(r) => r.image.as_str(),
+            Decision::Keep(_) => image.as_str(),
+        };
+        if args.explain {
+            writeln!(out, "{result}\t{decision}")?;
+        } else {
+            writeln!(out, "{result}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `harbor-pilot review`: the AdmissionReview answer on `out`, byte for byte what the
+/// webhook sends; with `--explain`, one line per image on `err`.
+pub fn review(
+    args: &ReviewArgs,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CommandError> {
+    let config = config::load(&args.config.config)?;
+    let body = read_input(&args.input, stdin)?;
+    let incoming = admission::parse_review(&body).map_err(|source| CommandError::Review {
+        path: args.input.clone(),
+        source,
+    })?;
+    let reviewed = admission::review(&incoming, &config.rules);
+    out.write_all(&admission::encode_review(&reviewed.response))?;
+    writeln!(out)?;
+    if args.explain {
+        writeln!(err, "outcome: {}", reviewed.outcome.as_str())?;
+        for change in &reviewed.changes {
+            let result = match &change.decision {
+                Decision::Rewrite(r) => r.image.as_str(),
+                Decision::Keep(_) => "(unchanged)",
+            };
+            writeln!(
+                err,
+                "{}\t{}\t{result}\t{}",
+                change.slot, change.slot.image, change.decision
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `harbor-pilot scan`: every image of every pod template in the manifests.
+pub fn scan(
+    args: &ScanArgs,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<(), CommandError> {
+    let config = config::load(&args.config.config)?;
+    let mut rows = Vec::new();
+    for path in &args.manifests {
+        let bytes = read_input(path, stdin)?;
+        let text = String::from_utf8(bytes).map_err(|e| CommandError::Read {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        rows.extend(
+            scan::scan_manifests(&text, &config.rules).map_err(|source| CommandError::Scan {
+                path: path.clone(),
+                source,
+            })?,
+        );
+    }
+    match args.output {
+        OutputFormat::Table => out.write_all(scan::render_table(&rows).as_bytes())?,
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// `harbor-pilot check-config`: validates, then summarises what the rules do.
+pub fn check_config(args: &CheckConfigArgs, out: &mut dyn Write) -> Result<(), CommandError> {
+    let path = &args.config.config;
+    let Config { rules } = config::load(path)?;
+    writeln!(out, "{}: valid", path.display())?;
+    writeln!(out, "harbor: {}", rules.harbor())?;
+    let mut proxies: Vec<_> = rules.proxies().collect();
+    proxies.sort_unstable();
+    for (upstream, project) in proxies {
+        writeln!(out, "  {upstream} -> {}/{project}", rules.harbor())?;
+    }
+    Ok(())
+}
+
+fn read_input(path: &Path, stdin: &mut dyn Read) -> Result<Vec<u8>, CommandError> {
+    let mut bytes = Vec::new();
+    let result = if path == Path::new("-") {
+        stdin.read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::read(path).map(|b| bytes = b)
+    };
+    result.map_err(|source| CommandError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(bytes)
+}
