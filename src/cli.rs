@@ -1,9 +1,16 @@
 //! The command line: subcommands, flags and their `HARBOR_PILOT_*` environment twins.
 //! The `///` comments are the `--help` text.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::{Settings, TlsSource};
+use crate::server::ConnectionLimits;
+use crate::telemetry::LogFormat;
+use crate::tls::CertPaths;
 
 /// Sends Kubernetes image pulls through Harbor proxy-cache projects.
 ///
@@ -20,6 +27,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the webhook (HTTPS, POST /mutate) and the admin port (HTTP: /livez, /readyz,
+    /// /metrics) until SIGTERM or SIGINT.
+    Serve(Box<ServeArgs>),
     /// Print what each image becomes, one line per image (the input when unchanged).
     Rewrite(RewriteArgs),
     /// Answer one AdmissionReview (JSON) exactly as the webhook would.
@@ -36,6 +46,160 @@ pub struct ConfigArg {
     /// Configuration file (YAML); see config/example.yaml.
     #[arg(long, env = "HARBOR_PILOT_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
+}
+
+/// `harbor-pilot serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Address of the HTTPS webhook.
+    #[arg(
+        long,
+        env = "HARBOR_PILOT_WEBHOOK_ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub webhook_addr: SocketAddr,
+    /// Address of the plain-HTTP admin port.
+    #[arg(long, env = "HARBOR_PILOT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// PEM certificate chain, leaf first. Without it (and --tls-key-file), a development
+    /// certificate for localhost is generated into --dev-cert-dir.
+    #[arg(
+        long,
+        env = "HARBOR_PILOT_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert-file.
+    #[arg(
+        long,
+        env = "HARBOR_PILOT_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "HARBOR_PILOT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Where the development CA and certificate are written (only without --tls-cert-file).
+    #[arg(
+        long,
+        env = "HARBOR_PILOT_DEV_CERT_DIR",
+        value_name = "DIR",
+        default_value = "dev-certs"
+    )]
+    pub dev_cert_dir: PathBuf,
+    /// Largest request body accepted (an AdmissionReview with a Pod and its oldObject can
+    /// exceed 1.5 MiB); larger bodies get 413.
+    #[arg(long, env = "HARBOR_PILOT_MAX_BODY_BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub max_body_bytes: usize,
+    /// Longest a TLS handshake may take.
+    #[arg(long, env = "HARBOR_PILOT_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Longest an HTTP/1.1 client may take to send a request's headers.
+    #[arg(long, env = "HARBOR_PILOT_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(
+        long,
+        env = "HARBOR_PILOT_MAX_CONCURRENT_STREAMS",
+        default_value_t = 128
+    )]
+    pub max_concurrent_streams: u32,
+    /// On SIGTERM, how long to keep answering (while /readyz says not ready) before
+    /// closing the port, so endpoints can drop this pod first.
+    #[arg(long, env = "HARBOR_PILOT_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Longest in-flight requests may take to finish after the port closes.
+    #[arg(long, env = "HARBOR_PILOT_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Log line format.
+    #[arg(long, env = "HARBOR_PILOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// The settings these flags describe.
+    pub fn settings(&self) -> Settings {
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => TlsSource::Files(CertPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            // clap makes each flag require the other.
+            _ => TlsSource::Development {
+                dir: self.dev_cert_dir.clone(),
+            },
+        };
+        Settings {
+            config: self.config.config.clone(),
+            webhook_addr: self.webhook_addr,
+            admin_addr: self.admin_addr,
+            tls,
+            tls_reload_interval: self.tls_reload_interval,
+            max_body_bytes: self.max_body_bytes,
+            limits: ConnectionLimits {
+                handshake_timeout: self.tls_handshake_timeout,
+                header_read_timeout: self.header_read_timeout,
+                max_concurrent_streams: self.max_concurrent_streams,
+            },
+            drain_timeout: self.drain_timeout,
+            shutdown_delay: self.shutdown_delay,
+        }
+    }
+}
+
+/// Splits `"10s"` into `(10, "s")`; the number must come first.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    Some((digits.parse().ok()?, unit))
+}
+
+/// Parses `500ms`, `10s`, `2m` or `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (value, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 500ms, 10s, 2m or 1h"))?;
+    let seconds = |factor: u64| {
+        value
+            .checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is out of range"))
+    };
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => Err(format!("{text:?} needs a unit: ms, s, m or h")),
+    }
+}
+
+/// Parses a byte count: `1048576`, `512KiB`, `4MiB` (also `Ki`, `Mi`, `Gi`, `GiB`).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let (value, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("{text:?} is not a size like 4MiB or 1048576"))?;
+    let factor: u64 = match unit {
+        "" | "B" => 1,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    value
+        .checked_mul(factor)
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// `harbor-pilot rewrite`
@@ -134,6 +298,79 @@ mod tests {
             panic!("not review")
         };
         assert_eq!(args.input, PathBuf::from("-"));
+    }
+
+    #[test]
+    fn serve_defaults_match_the_documentation() {
+        let cli = Cli::try_parse_from(["harbor-pilot", "serve", "--config", "c.yaml"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let settings = args.settings();
+        assert_eq!(settings.webhook_addr, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(settings.admin_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(settings.max_body_bytes, 4 << 20);
+        assert_eq!(
+            settings.tls,
+            TlsSource::Development {
+                dir: "dev-certs".into()
+            }
+        );
+    }
+
+    #[test]
+    fn cert_and_key_come_together() {
+        let only_cert = [
+            "harbor-pilot",
+            "serve",
+            "--config",
+            "c",
+            "--tls-cert-file",
+            "tls.crt",
+        ];
+        assert!(Cli::try_parse_from(only_cert).is_err());
+        let both = [
+            "harbor-pilot",
+            "serve",
+            "--config",
+            "c",
+            "--tls-cert-file",
+            "a",
+            "--tls-key-file",
+            "b",
+        ];
+        let Command::Serve(args) = Cli::try_parse_from(both).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            args.settings().tls,
+            TlsSource::Files(CertPaths {
+                cert: "a".into(),
+                key: "b".into()
+            })
+        );
+    }
+
+    #[rstest::rstest]
+    #[case("500ms", Ok(Duration::from_millis(500)))]
+    #[case("10s", Ok(Duration::from_secs(10)))]
+    #[case("2m", Ok(Duration::from_secs(120)))]
+    #[case("10", Err(()))]
+    #[case("s", Err(()))]
+    #[case("1.5s", Err(()))]
+    fn parses_durations(#[case] text: &str, #[case] expected: Result<Duration, ()>) {
+        assert_eq!(parse_duration(text).map_err(|_| ()), expected);
+    }
+
+    #[rstest::rstest]
+    #[case("1048576", Ok(1 << 20))]
+    #[case("4MiB", Ok(4 << 20))]
+    #[case("512Ki", Ok(512 << 10))]
+    #[case("0", Err(()))]
+    #[case("4MB", Err(()))]
+    #[case("99999999999999999999GiB", Err(()))]
+    fn parses_sizes(#[case] text: &str, #[case] expected: Result<usize, ()>) {
+        assert_eq!(parse_size(text).map_err(|_| ()), expected);
     }
 
     #[test]

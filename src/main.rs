@@ -3,30 +3,53 @@
 use std::io::{self, Write as _};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser as _;
-use harbor_pilot::cli::{Cli, Command};
-use harbor_pilot::commands;
+use harbor_pilot::cli::{Cli, Command, ServeArgs};
+use harbor_pilot::{app, commands, shutdown, telemetry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut stdin = io::stdin().lock();
-    let mut stdout = io::stdout().lock();
-    let mut stderr = io::stderr();
-    let result = match &cli.command {
-        Command::Rewrite(args) => commands::rewrite(args, &mut stdout),
-        Command::Review(args) => commands::review(args, &mut stdin, &mut stdout, &mut stderr),
-        Command::Scan(args) => commands::scan(args, &mut stdin, &mut stdout),
-        Command::CheckConfig(args) => commands::check_config(args, &mut stdout),
+    let result = match &Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        command => offline(command),
     };
-    let result = result
-        .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(stdout.flush()?));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the whole cause chain on one line.
-            let _ = writeln!(stderr, "error: {error:#}");
+            let _ = writeln!(io::stderr(), "error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The webhook: logging, an async runtime, and the server until SIGTERM/SIGINT.
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(app::run(args.settings(), shutdown::signal()))?;
+    Ok(())
+}
+
+/// The subcommands that read input and print.
+fn offline(command: &Command) -> anyhow::Result<()> {
+    let mut stdin = io::stdin().lock();
+    let mut stdout = io::stdout().lock();
+    let mut stderr = io::stderr();
+    match command {
+        Command::Serve(args) => serve(args),
+        Command::Rewrite(args) => Ok(commands::rewrite(args, &mut stdout)?),
+        Command::Review(args) => Ok(commands::review(
+            args,
+            &mut stdin,
+            &mut stdout,
+            &mut stderr,
+        )?),
+        Command::Scan(args) => Ok(commands::scan(args, &mut stdin, &mut stdout)?),
+        Command::CheckConfig(args) => Ok(commands::check_config(args, &mut stdout)?),
+    }?;
+    Ok(stdout.flush()?)
 }

@@ -5,14 +5,22 @@
 //! and the tag and digest exactly as written. Everything else is kept byte for byte, and
 //! [`Keep`] says why.
 //!
-//! Pure: no I/O. Built from a validated [`crate::config::Config`].
+//! Pure: no I/O. Built from a validated [`crate::config::Config`]. Decisions are
+//! memoised per image string (see [`RuleSet::decide`]): the same input always gets the
+//! same answer, only faster.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::RwLock;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::reference::{ImageRef, MAX_PATH_LEN, ParseError};
+
+/// How many image strings [`RuleSet::decide`] remembers; the memo is emptied when full.
+const MEMO_CAPACITY: usize = 8192;
+/// Longer image strings are decided every time (no valid reference is this long).
+const MEMO_MAX_IMAGE_LEN: usize = 512;
 
 /// The compiled rewrite rules.
 #[derive(Debug, Clone)]
@@ -23,6 +31,35 @@ pub struct RuleSet {
     exclude: GlobSet,
     exclude_patterns: Vec<String>,
     placeholders: Vec<String>,
+    memo: Memo,
+}
+
+/// Decisions already made, by image string as written. Parsing a reference with
+/// oci-spec costs 1-6 µs; the pods of one ReplicaSet carry the same images again and
+/// again, so most lookups hit.
+#[derive(Default)]
+struct Memo(RwLock<HashMap<Box<str>, Remembered>>);
+
+/// A [`Decision`] without borrows, to be stored.
+#[derive(Clone)]
+enum Remembered {
+    Rewrite { image: Box<str>, upstream: Box<str> },
+    Keep(Keep<'static>),
+    Excluded { pattern: usize },
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = self.0.read().map_or(0, |m| m.len());
+        write!(f, "Memo({len} images)")
+    }
+}
+
+impl Clone for Memo {
+    /// A clone starts with an empty memo: it is a cache, not state.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 /// What happens to one image.
@@ -78,6 +115,23 @@ pub enum Keep<'r> {
 }
 
 impl Keep<'_> {
+    /// The same reason without borrows; `Excluded` is handled by the memo itself.
+    fn to_owned_static(&self) -> Keep<'static> {
+        match self {
+            Keep::Placeholder => Keep::Placeholder,
+            Keep::Unparsable(e) => Keep::Unparsable(e.clone()),
+            Keep::AlreadyOnHarbor => Keep::AlreadyOnHarbor,
+            Keep::NotProxied { registry } => Keep::NotProxied {
+                registry: registry.clone(),
+            },
+            Keep::Excluded { .. } => Keep::Excluded { pattern: "" },
+            Keep::NameTooLong => Keep::NameTooLong,
+            Keep::UnchangedOnUpdate => Keep::UnchangedOnUpdate,
+            Keep::ExistingEphemeral => Keep::ExistingEphemeral,
+            Keep::PodOptedOut => Keep::PodOptedOut,
+        }
+    }
+
     /// A stable, bounded label value for metrics.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -163,6 +217,7 @@ impl RuleSet {
             exclude: set.build()?,
             exclude_patterns,
             placeholders,
+            memo: Memo::default(),
         })
     }
 
@@ -176,8 +231,70 @@ impl RuleSet {
         self.proxies.iter().map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
-    /// Decides what `image` becomes.
+    /// Decides what `image` becomes, remembering the answer for the next pod with the
+    /// same image (up to 8,192 image strings; the memory is emptied when full).
     pub fn decide(&self, image: &str) -> Decision<'_> {
+        let memo = self.memo.0.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(remembered) = memo.get(image) {
+            return self.recall(remembered);
+        }
+        drop(memo);
+        let decision = self.decide_afresh(image);
+        if image.len() <= MEMO_MAX_IMAGE_LEN {
+            let mut memo = self.memo.0.write().unwrap_or_else(|p| p.into_inner());
+            if memo.len() >= MEMO_CAPACITY {
+                memo.clear();
+            }
+            memo.insert(image.into(), self.remember(&decision));
+        }
+        decision
+    }
+
+    fn remember(&self, decision: &Decision<'_>) -> Remembered {
+        match decision {
+            Decision::Rewrite(r) => Remembered::Rewrite {
+                image: r.image.as_str().into(),
+                upstream: r.upstream.into(),
+            },
+            Decision::Keep(Keep::Excluded { pattern }) => Remembered::Excluded {
+                pattern: self
+                    .exclude_patterns
+                    .iter()
+                    .position(|p| p == pattern)
+                    .unwrap_or_default(),
+            },
+            Decision::Keep(keep) => Remembered::Keep(keep.to_owned_static()),
+        }
+    }
+
+    fn recall(&self, remembered: &Remembered) -> Decision<'_> {
+        match remembered {
+            Remembered::Rewrite { image, upstream } => {
+                // Only configured upstreams are ever remembered.
+                let (upstream, project) = self
+                    .proxies
+                    .get_key_value(upstream.as_ref())
+                    .map(|(u, p)| (u.as_str(), p.as_str()))
+                    .unwrap_or_default();
+                Decision::Rewrite(Rewrite {
+                    image: image.to_string(),
+                    upstream,
+                    project,
+                })
+            }
+            Remembered::Excluded { pattern } => Decision::Keep(Keep::Excluded {
+                pattern: self
+                    .exclude_patterns
+                    .get(*pattern)
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            }),
+            Remembered::Keep(keep) => Decision::Keep(keep.clone()),
+        }
+    }
+
+    /// Decides without the memo (what [`RuleSet::decide`] does on a miss).
+    pub fn decide_afresh(&self, image: &str) -> Decision<'_> {
         if self.placeholders.iter().any(|p| p == image) {
             return Decision::Keep(Keep::Placeholder);
         }
@@ -412,6 +529,35 @@ mod tests {
             rules(&[]).decide(&format!("quay.io/{path}")),
             Decision::Keep(Keep::NameTooLong)
         );
+    }
+
+    #[test]
+    fn remembered_decisions_equal_fresh_ones() {
+        let rules = rules(&["docker.io/library/ubuntu"]);
+        for image in [
+            "nginx:alpine",
+            "ubuntu:22.04",
+            "gcr.io/a/b",
+            "Nginx",
+            "auto",
+            "harbor.example.com/x/y",
+            &format!("quay.io/{}", "a".repeat(250)),
+        ] {
+            let fresh = rules.decide_afresh(image);
+            assert_eq!(rules.decide(image), fresh, "first {image}");
+            assert_eq!(rules.decide(image), fresh, "remembered {image}");
+        }
+    }
+
+    #[test]
+    fn the_memo_stays_bounded() {
+        let rules = rules(&[]);
+        for i in 0..(MEMO_CAPACITY + 10) {
+            rules.decide(&format!("nginx:{i}"));
+        }
+        rules.decide(&format!("quay.io/{}", "a".repeat(MEMO_MAX_IMAGE_LEN)));
+        let len = rules.memo.0.read().unwrap().len();
+        assert!(len <= MEMO_CAPACITY, "{len}");
     }
 
     #[test]

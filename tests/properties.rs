@@ -79,6 +79,13 @@ proptest! {
     }
 
     #[test]
+    fn remembered_decisions_equal_fresh_ones(image in any_image()) {
+        let first = rules().decide(&image);
+        prop_assert_eq!(&first, &rules().decide_afresh(&image));
+        prop_assert_eq!(rules().decide(&image), first);
+    }
+
+    #[test]
     fn tag_and_digest_survive(image in image()) {
         let Ok(original) = ImageRef::parse(&image) else { return Ok(()) };
         if let Decision::Rewrite(rewrite) = rules().decide(&image) {

@@ -8,6 +8,10 @@
 // Test code: a failed setup step should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod certs;
+pub mod client;
+pub mod server;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

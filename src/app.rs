@@ -1,0 +1,249 @@
+//! The running process. Start-up order: the admin port (so probes get an answer, "not
+//! ready"), then the configuration and the certificate (a bad one stops the process
+//! before anything listens on the webhook port), then the webhook port, then "ready".
+//! Shutdown reverses it: "not ready", an optional delay while endpoints update, no new
+//! connections, in-flight requests finish within the drain time, exit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, Readiness};
+use crate::config::{self, ConfigError};
+use crate::metrics::Metrics;
+use crate::server::{self, ConnectionLimits, ServeError};
+use crate::tls::{self, CertPaths, CertStore, TlsError};
+use crate::webhook::{self, WebhookState};
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Files, reloaded when they change.
+    Files(CertPaths),
+    /// A development CA and certificate generated into (or reused from) this directory.
+    Development {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// Everything `serve` needs, validated by the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The webhook's HTTPS address.
+    pub webhook_addr: SocketAddr,
+    /// The admin port's plain HTTP address.
+    pub admin_addr: SocketAddr,
+    /// The serving certificate.
+    pub tls: TlsSource,
+    /// How often the certificate files are checked for changes.
+    pub tls_reload_interval: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Handshake and header deadlines, HTTP/2 stream cap.
+    pub limits: ConnectionLimits,
+    /// Longest in-flight requests may take to finish after shutdown starts.
+    pub drain_timeout: Duration,
+    /// How long to keep serving, not ready, before closing the port.
+    pub shutdown_delay: Duration,
+}
+
+/// Why the webhook could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The certificate is missing or invalid.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A port could not be bound.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// The metrics could not be registered.
+    #[error("cannot register metrics")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The running admin port.
+#[derive(Debug)]
+pub struct Admin {
+    addr: SocketAddr,
+    readiness: Readiness,
+    metrics: Metrics,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Admin {
+    /// Binds `addr` and serves `/livez`, `/readyz` (not ready yet) and `/metrics`.
+    pub async fn start(addr: SocketAddr) -> Result<Self, StartError> {
+        let metrics = Metrics::new()?;
+        let readiness = Readiness::default();
+        let listener = server::bind(addr).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = admin::router(readiness.clone(), metrics.clone());
+        let task = tokio::spawn(admin::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        tracing::info!(%addr, "admin port listening (/livez, /readyz, /metrics)");
+        Ok(Self {
+            addr,
+            readiness,
+            metrics,
+            stop,
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The readiness `/readyz` reports.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// The metrics `/metrics` serves.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// The running webhook port.
+#[derive(Debug)]
+pub struct Webhook {
+    addr: SocketAddr,
+    dev_ca: Option<PathBuf>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    reloader: JoinHandle<()>,
+}
+
+impl Webhook {
+    /// Loads the configuration and the certificate, binds the webhook port, serves it,
+    /// and marks the admin port ready.
+    pub async fn start(settings: &Settings, admin: &Admin) -> Result<Self, StartError> {
+        let config = config::load(&settings.config)?;
+        let provider = tls::provider();
+        let (paths, dev_ca) = match &settings.tls {
+            TlsSource::Files(paths) => (paths.clone(), None),
+            TlsSource::Development { dir } => {
+                let dev = tls::ensure_dev_certs(dir, &provider)?;
+                tracing::warn!(
+                    ca = %dev.ca.display(),
+                    cert = %dev.paths.cert.display(),
+                    "no --tls-cert-file: serving a self-signed DEVELOPMENT certificate for localhost; \
+                     clients must trust the CA file (curl --cacert); never use this in a cluster"
+                );
+                (dev.paths, Some(dev.ca))
+            }
+        };
+        let pair = tls::load_pair(&paths, &provider)?;
+        let metrics = admin.metrics().clone();
+        metrics.set_cert_not_after(pair.not_after);
+        metrics.register_upstreams(config.rules.proxies().map(|(upstream, _)| upstream));
+        let store = Arc::new(CertStore::new(&pair));
+        let tls_config = tls::server_config(Arc::clone(&store), Arc::clone(&provider))?;
+        let reloader = tls::spawn_reloader(
+            store,
+            paths,
+            &pair,
+            settings.tls_reload_interval,
+            provider,
+            metrics.clone(),
+        );
+
+        let listener = server::bind(settings.webhook_addr).await?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: settings.webhook_addr,
+            source,
+        })?;
+        let router = webhook::router(WebhookState {
+            rules: Arc::new(config.rules),
+            metrics: metrics.clone(),
+            max_body_bytes: settings.max_body_bytes,
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve_tls(
+            listener,
+            tls_config,
+            router,
+            settings.limits,
+            metrics,
+            async {
+                let _ = stopped.await;
+            },
+            settings.drain_timeout,
+        ));
+        admin.readiness().set(true);
+        tracing::info!(%addr, path = webhook::MUTATE_PATH, "webhook listening");
+        Ok(Self {
+            addr,
+            dev_ca,
+            stop,
+            task,
+            reloader,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The development CA file, when serving a development certificate.
+    pub fn dev_ca(&self) -> Option<&PathBuf> {
+        self.dev_ca.as_ref()
+    }
+
+    /// Stops accepting, waits for in-flight requests (bounded by the drain time).
+    pub async fn shutdown(self) {
+        self.reloader.abort();
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Runs until `shutdown` completes, then shuts down in order.
+pub async fn run<F>(settings: Settings, shutdown: F) -> Result<(), StartError>
+where
+    F: Future<Output = &'static str>,
+{
+    let admin = Admin::start(settings.admin_addr).await?;
+    let webhook = match Webhook::start(&settings, &admin).await {
+        Ok(webhook) => webhook,
+        Err(error) => {
+            admin.stop().await;
+            return Err(error);
+        }
+    };
+    let signal = shutdown.await;
+    admin.readiness().set(false);
+    tracing::info!(signal, delay = ?settings.shutdown_delay, drain = ?settings.drain_timeout, "shutting down: not ready");
+    if !settings.shutdown_delay.is_zero() {
+        tokio::time::sleep(settings.shutdown_delay).await;
+    }
+    webhook.shutdown().await;
+    admin.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}

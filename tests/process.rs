@@ -1,0 +1,245 @@
+//! `harbor-pilot serve` as a process: what the kubelet and a developer see. Ports are
+//! chosen by the kernel (port 0) and read back from the JSON log.
+
+// Test code: a failed setup step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::certs::TestCa;
+use common::client::{ChannelBody, Client, Proto};
+use common::server::admin_get;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// A running `harbor-pilot serve`, killed on drop if still running.
+struct Serve {
+    child: Child,
+    logs: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
+            .args([
+                "serve",
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env("HARBOR_PILOT_CONFIG", common::example_config_path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first log line whose message is `message` (waits up to 20 s).
+    fn wait_log(&mut self, message: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l["message"] == message) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no log line {message:?}; saw: {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn addr(&mut self, message: &str) -> SocketAddr {
+        self.wait_log(message)["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(
+            Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
+            signal,
+        )
+        .unwrap();
+    }
+
+    /// Waits (up to 30 s) for the exit status.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_pair(dir: &std::path::Path, ca: &TestCa) -> [String; 4] {
+    common::server::write_leaf(dir, &ca.leaf("process"));
+    [
+        "--tls-cert-file".to_owned(),
+        dir.join("tls.crt").display().to_string(),
+        "--tls-key-file".to_owned(),
+        dir.join("tls.key").display().to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("drain CA");
+    let pair = write_pair(dir.path(), &ca);
+    let mut args: Vec<&str> = pair.iter().map(String::as_str).collect();
+    args.extend(["--drain-timeout", "20s"]);
+    let mut serve = Serve::start(&args);
+    let webhook = serve.addr("webhook listening");
+    let admin = serve.addr("admin port listening (/livez, /readyz, /metrics)");
+    assert_eq!(admin_get(admin, "/readyz").await.0, 200);
+
+    // Two requests in flight, one per protocol: headers and half the body sent.
+    let fixtures = common::admission_fixtures();
+    let mut in_flight = Vec::new();
+    for (proto, (file, body)) in [
+        (Proto::H1, fixtures[20].clone()),
+        (Proto::H2, fixtures[30].clone()),
+    ] {
+        let mut conn = Client::new(ca.pem.as_bytes(), proto)
+            .connect(webhook)
+            .await
+            .unwrap();
+        let (tx, stream) = ChannelBody::new();
+        let (head, tail) = body.split_at(body.len() / 2);
+        tx.send(Bytes::copy_from_slice(head)).await.unwrap();
+        let reply = tokio::spawn(async move {
+            conn.send("POST", "/mutate", http_body_util::Either::Right(stream))
+                .await
+        });
+        in_flight.push((file, body.clone(), Bytes::copy_from_slice(tail), tx, reply));
+    }
+    // Let the server read the headers: a request it has not seen yet is not in flight.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    serve.signal(Signal::SIGTERM);
+    serve.wait_log("stopped accepting; draining");
+    assert_eq!(
+        admin_get(admin, "/readyz").await.0,
+        503,
+        "still ready while draining"
+    );
+    let refused = tokio::net::TcpStream::connect(webhook).await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted after SIGTERM"
+    );
+
+    for (file, body, tail, tx, reply) in in_flight {
+        tx.send(tail).await.unwrap();
+        drop(tx);
+        let reply = reply.await.unwrap().unwrap();
+        assert_eq!(reply.status, 200, "{file}");
+        common::verify_answer(&file, &body, &reply.json()).unwrap();
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = serve.wait_exit();
+        serve.wait_log("drained");
+        status
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_certificate_serves_a_development_one_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("dev");
+    let mut serve = Serve::start(&["--dev-cert-dir", certs.to_str().unwrap()]);
+    let warning = serve.wait_log(
+        "no --tls-cert-file: serving a self-signed DEVELOPMENT certificate for localhost; \
+         clients must trust the CA file (curl --cacert); never use this in a cluster",
+    );
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["ca"], certs.join("ca.crt").display().to_string());
+    let webhook = serve.addr("webhook listening");
+
+    let ca = std::fs::read(certs.join("ca.crt")).unwrap();
+    let (file, body) = common::admission_fixtures().swap_remove(13);
+    let reply = Client::new(&ca, Proto::H2)
+        .post(webhook, "/mutate", body.clone())
+        .await
+        .unwrap();
+    common::verify_answer(&file, &body, &reply.json()).unwrap();
+
+    serve.signal(Signal::SIGINT);
+    let status = tokio::task::spawn_blocking(move || serve.wait_exit())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_bad_certificate_exits_1_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), "garbage").unwrap();
+    std::fs::write(dir.path().join("tls.key"), "garbage").unwrap();
+    let cert = dir.path().join("tls.crt").display().to_string();
+    let key = dir.path().join("tls.key").display().to_string();
+    let mut serve = Serve::start(&["--tls-cert-file", &cert, "--tls-key-file", &key]);
+    let status = serve.wait_exit();
+    assert_eq!(status.code(), Some(1));
+    // The error goes to stderr as a plain line after the JSON log.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut lines = Vec::new();
+    while let Ok(line) = serve
+        .logs
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        lines.push(line);
+    }
+    let error = lines
+        .iter()
+        .find_map(|l| l.as_str().filter(|s| s.starts_with("error: ")))
+        .unwrap_or_else(|| panic!("no error line in {lines:#?}"));
+    assert_eq!(error, format!("error: {cert}: no PEM certificate found"));
+}
