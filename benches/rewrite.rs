@@ -51,18 +51,32 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-fn decide(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decide");
+/// Without the memo: the cost of the first pod that carries an image.
+fn decide_afresh(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide_afresh");
     for rule_count in [4, 10, 100] {
         let rules = rules_with(rule_count);
         for (name, image) in cases() {
             group.bench_with_input(BenchmarkId::new(name, rule_count), &image, |b, image| {
-                b.iter(|| rules.decide(black_box(image)))
+                b.iter(|| rules.decide_afresh(black_box(image)))
             });
         }
     }
     group.finish();
 }
 
-criterion_group!(benches, parse, decide);
+/// With the memo warm: every later pod with the same image.
+fn decide_remembered(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide_remembered");
+    let rules = rules_with(10);
+    for (name, image) in cases() {
+        rules.decide(&image);
+        group.bench_with_input(name, &image, |b, image| {
+            b.iter(|| rules.decide(black_box(image)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, decide_afresh, decide_remembered);
 criterion_main!(benches);
