@@ -10,7 +10,7 @@ mod support;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use harbor_pilot::admission::{encode_review, parse_review, review};
+use harbor_pilot::admission::{Harbor, encode_review, parse_review, review};
 use harbor_pilot::config::Config;
 
 fn full_review(c: &mut Criterion) {
@@ -27,7 +27,7 @@ fn full_review(c: &mut Criterion) {
             |b, body| {
                 b.iter(|| {
                     let incoming = parse_review(black_box(body)).expect("valid review");
-                    let reviewed = review(&incoming, &rules);
+                    let reviewed = review(&incoming, &rules, Harbor::Available);
                     encode_review(&reviewed.response)
                 })
             },

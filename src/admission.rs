@@ -157,6 +157,9 @@ pub enum Outcome {
     InvalidObject,
     /// An internal failure; allowed unchanged with a warning.
     Error,
+    /// Images would have been rewritten, but Harbor is unavailable; allowed unchanged
+    /// with a warning.
+    FailOpen,
 }
 
 impl Outcome {
@@ -169,17 +172,19 @@ impl Outcome {
             Outcome::Ignored => "ignored",
             Outcome::InvalidObject => "invalid_object",
             Outcome::Error => "error",
+            Outcome::FailOpen => "fail_open",
         }
     }
 
     /// Every value of [`Outcome::as_str`].
-    pub const LABELS: [&'static str; 6] = [
+    pub const LABELS: [&'static str; 7] = [
         "rewritten",
         "unchanged",
         "opted_out",
         "ignored",
         "invalid_object",
         "error",
+        "fail_open",
     ];
 }
 
@@ -191,6 +196,15 @@ pub fn operation_label(operation: &Operation) -> &'static str {
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     }
+}
+
+/// Whether images may go to Harbor now, as the health gate says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Harbor {
+    /// Healthy, or no health check configured: rewrite.
+    Available,
+    /// Down or not yet probed: leave every image upstream.
+    Unavailable,
 }
 
 /// The decision on one request.
@@ -261,10 +275,11 @@ fn is_pod_write<T: kube::Resource>(request: &AdmissionRequest<T>) -> bool {
         )
 }
 
-/// Decides a request. Always allows; patches only to rewrite images.
-pub fn review<'a>(incoming: &'a Incoming, rules: &'a RuleSet) -> Reviewed<'a> {
+/// Decides a request. Always allows; patches only to rewrite images, and only while
+/// Harbor is available.
+pub fn review<'a>(incoming: &'a Incoming, rules: &'a RuleSet, harbor: Harbor) -> Reviewed<'a> {
     match incoming {
-        Incoming::Pod(request) => review_pod(request, rules),
+        Incoming::Pod(request) => review_pod(request, rules, harbor),
         Incoming::Other { request, error } => {
             let request = request.as_ref();
             let mut response = AdmissionResponse::from(request);
@@ -285,7 +300,11 @@ pub fn review<'a>(incoming: &'a Incoming, rules: &'a RuleSet) -> Reviewed<'a> {
     }
 }
 
-fn review_pod<'a>(request: &'a AdmissionRequest<PodImages>, rules: &'a RuleSet) -> Reviewed<'a> {
+fn review_pod<'a>(
+    request: &'a AdmissionRequest<PodImages>,
+    rules: &'a RuleSet,
+    harbor: Harbor,
+) -> Reviewed<'a> {
     let response = AdmissionResponse::from(request);
     let ignored = |response| Reviewed {
         response,
@@ -322,7 +341,30 @@ fn review_pod<'a>(request: &'a AdmissionRequest<PodImages>, rules: &'a RuleSet) 
         _ => return ignored(response),
     };
     let plan = patch::plan(object, scope, rules);
+    if harbor == Harbor::Unavailable && plan.rewritten() > 0 {
+        return fail_open(response, plan);
+    }
     finish(response, plan, matches!(scope, Scope::NewEphemeral { .. }))
+}
+
+/// Harbor is down: no patch, every image that would have moved stays upstream.
+fn fail_open<'a>(mut response: AdmissionResponse, mut plan: PodRewrite<'a, 'a>) -> Reviewed<'a> {
+    let mut warnings = unparsable_warnings(&plan.changes);
+    warnings.push(format!(
+        "harbor-pilot: Harbor is unavailable; {} images left on their upstream registries (fail open)",
+        plan.rewritten()
+    ));
+    response.warnings = Some(warnings);
+    for change in &mut plan.changes {
+        if matches!(change.decision, Decision::Rewrite(_)) {
+            change.decision = Decision::Keep(Keep::HarborUnavailable);
+        }
+    }
+    Reviewed {
+        response,
+        outcome: Outcome::FailOpen,
+        changes: plan.changes,
+    }
 }
 
 fn finish<'a>(
@@ -501,7 +543,7 @@ mod tests {
     fn answer(body: &[u8]) -> (Value, Outcome) {
         let incoming = parse_review(body).unwrap();
         let rules = rules();
-        let reviewed = review(&incoming, &rules);
+        let reviewed = review(&incoming, &rules, Harbor::Available);
         let wire: Value = serde_json::from_slice(&encode_review(&reviewed.response)).unwrap();
         (wire, reviewed.outcome)
     }
@@ -666,6 +708,44 @@ mod tests {
             wire["response"]["auditAnnotations"]["original-images"],
             r#"{"dbg":"busybox:1.28"}"#
         );
+    }
+
+    #[test]
+    fn fails_open_while_harbor_is_unavailable() {
+        let mut pod = nginx_pod();
+        pod["spec"]["containers"] = json!([
+            {"name": "a", "image": "nginx"}, {"name": "b", "image": "gcr.io/x/y"}, {"name": "c", "image": "BAD"}]);
+        let incoming = parse_review(&body(pod_request("CREATE", None, pod, Value::Null))).unwrap();
+        let rules = rules();
+        let reviewed = review(&incoming, &rules, Harbor::Unavailable);
+        assert_eq!(reviewed.outcome, Outcome::FailOpen);
+        assert!(reviewed.response.patch.is_none());
+        let warnings = reviewed.response.warnings.clone().unwrap();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[1].contains("Harbor is unavailable; 1 images left"),
+            "{warnings:?}"
+        );
+        let reasons: Vec<_> = reviewed
+            .changes
+            .iter()
+            .map(|c| match &c.decision {
+                Decision::Keep(k) => k.as_str(),
+                Decision::Rewrite(_) => "rewrite",
+            })
+            .collect();
+        assert_eq!(reasons, ["harbor_unavailable", "not_proxied", "unparsable"]);
+    }
+
+    #[test]
+    fn harbor_being_down_does_not_matter_when_nothing_would_move() {
+        let mut pod = nginx_pod();
+        pod["spec"]["containers"] = json!([{"name": "b", "image": "gcr.io/x/y"}]);
+        let incoming = parse_review(&body(pod_request("CREATE", None, pod, Value::Null))).unwrap();
+        let rules = rules();
+        let reviewed = review(&incoming, &rules, Harbor::Unavailable);
+        assert_eq!(reviewed.outcome, Outcome::Unchanged);
+        assert!(reviewed.response.warnings.is_none());
     }
 
     #[test]

@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, Readiness};
 use crate::config::{self, ConfigError};
+use crate::gate::HarborGate;
 use crate::metrics::Metrics;
+use crate::probe::{self, ProbeSetupError, Prober};
 use crate::server::{self, ConnectionLimits, ServeError};
 use crate::tls::{self, CertPaths, CertStore, TlsError};
 use crate::webhook::{self, WebhookState};
@@ -70,6 +72,9 @@ pub enum StartError {
     /// The metrics could not be registered.
     #[error("cannot register metrics")]
     Metrics(#[from] prometheus::Error),
+    /// The Harbor health check could not be set up.
+    #[error(transparent)]
+    Probe(#[from] ProbeSetupError),
 }
 
 /// The running admin port.
@@ -136,6 +141,7 @@ pub struct Webhook {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     reloader: JoinHandle<()>,
+    prober: Option<JoinHandle<()>>,
 }
 
 impl Webhook {
@@ -172,6 +178,28 @@ impl Webhook {
             metrics.clone(),
         );
 
+        let (gate, prober) = match &config.health {
+            None => {
+                tracing::warn!(
+                    "no health section: images are rewritten even while Harbor is down \
+                     (pods then fail to pull); configure health to fail open instead"
+                );
+                (HarborGate::always_open(), None)
+            }
+            Some(check) => {
+                let prober = Prober::new(check.clone())?;
+                tracing::info!(
+                    url = %check.target.url,
+                    kind = ?check.kind,
+                    interval = ?check.interval,
+                    "Harbor health check on; images stay upstream until the first successful probe"
+                );
+                let gate = HarborGate::probed();
+                let task = probe::spawn(prober, gate.clone(), metrics.clone());
+                (gate, Some(task))
+            }
+        };
+
         let listener = server::bind(settings.webhook_addr).await?;
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: settings.webhook_addr,
@@ -181,6 +209,7 @@ impl Webhook {
             rules: Arc::new(config.rules),
             metrics: metrics.clone(),
             max_body_bytes: settings.max_body_bytes,
+            gate,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve_tls(
@@ -202,6 +231,7 @@ impl Webhook {
             stop,
             task,
             reloader,
+            prober,
         })
     }
 
@@ -218,6 +248,9 @@ impl Webhook {
     /// Stops accepting, waits for in-flight requests (bounded by the drain time).
     pub async fn shutdown(self) {
         self.reloader.abort();
+        if let Some(prober) = &self.prober {
+            prober.abort();
+        }
         let _ = self.stop.send(());
         let _ = self.task.await;
     }

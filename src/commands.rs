@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::admission::{self, ReviewError};
+use crate::admission::{self, Harbor, ReviewError};
 use crate::cli::{CheckConfigArgs, OutputFormat, ReviewArgs, RewriteArgs, ScanArgs};
 use crate::config::{self, Config, ConfigError};
 use crate::rules::Decision;
@@ -82,7 +82,12 @@ pub fn review(
         path: args.input.clone(),
         source,
     })?;
-    let reviewed = admission::review(&incoming, &config.rules);
+    let harbor = if args.harbor_unavailable {
+        Harbor::Unavailable
+    } else {
+        Harbor::Available
+    };
+    let reviewed = admission::review(&incoming, &config.rules, harbor);
     out.write_all(&admission::encode_review(&reviewed.response))?;
     writeln!(out)?;
     if args.explain {
@@ -136,13 +141,24 @@ pub fn scan(
 /// `harbor-pilot check-config`: validates, then summarises what the rules do.
 pub fn check_config(args: &CheckConfigArgs, out: &mut dyn Write) -> Result<(), CommandError> {
     let path = &args.config.config;
-    let Config { rules } = config::load(path)?;
+    let Config { rules, health } = config::load(path)?;
     writeln!(out, "{}: valid", path.display())?;
     writeln!(out, "harbor: {}", rules.harbor())?;
     let mut proxies: Vec<_> = rules.proxies().collect();
     proxies.sort_unstable();
     for (upstream, project) in proxies {
         writeln!(out, "  {upstream} -> {}/{project}", rules.harbor())?;
+    }
+    match health {
+        None => writeln!(
+            out,
+            "health: none (always rewrites, even when Harbor is down)"
+        )?,
+        Some(h) => writeln!(
+            out,
+            "health: {:?} probe of {} every {:?} (timeout {:?}); down after {} failures, up after {} successes",
+            h.kind, h.target.url, h.interval, h.timeout, h.failure_threshold, h.success_threshold
+        )?,
     }
     Ok(())
 }

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::admission::Outcome;
@@ -59,6 +59,11 @@ pub struct Metrics {
     tls_reloads: IntCounterVec,
     tls_cert_not_after: Gauge,
     tls_handshake_failures: IntCounterVec,
+    harbor_up: IntGauge,
+    harbor_probes: IntCounterVec,
+    harbor_probe_duration: Histogram,
+    harbor_transitions: IntCounterVec,
+    fail_open_admissions: IntCounter,
 }
 
 impl Metrics {
@@ -115,6 +120,36 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let harbor_up = IntGauge::with_opts(opts(
+            "harbor_up",
+            "1 while images are rewritten (Harbor healthy, or no health check configured); \
+             0 while Harbor is down or not yet probed and admissions fail open.",
+        ))?;
+        let harbor_probes = IntCounterVec::new(
+            opts("harbor_probes_total", "Harbor health probes, by result."),
+            &["result"],
+        )?;
+        let harbor_probe_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "harbor_probe_duration_seconds",
+                "Time one Harbor health probe took (DNS, connect, TLS, answer).",
+            )
+            .namespace(NAMESPACE)
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let harbor_transitions = IntCounterVec::new(
+            opts(
+                "harbor_transitions_total",
+                "Changes of Harbor's availability after the thresholds, by new state.",
+            ),
+            &["to"],
+        )?;
+        let fail_open_admissions = IntCounter::with_opts(opts(
+            "fail_open_admissions_total",
+            "Admissions whose images stayed upstream because Harbor was unavailable.",
+        ))?;
         let build_info = IntGaugeVec::new(
             opts(
                 "build_info",
@@ -132,6 +167,11 @@ impl Metrics {
             Box::new(tls_cert_not_after.clone()),
             Box::new(tls_handshake_failures.clone()),
             Box::new(build_info.clone()),
+            Box::new(harbor_up.clone()),
+            Box::new(harbor_probes.clone()),
+            Box::new(harbor_probe_duration.clone()),
+            Box::new(harbor_transitions.clone()),
+            Box::new(fail_open_admissions.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -156,6 +196,14 @@ impl Metrics {
         for reason in ["timeout", "error"] {
             tls_handshake_failures.with_label_values(&[reason]);
         }
+        for result in ["success", "failure"] {
+            harbor_probes.with_label_values(&[result]);
+        }
+        for state in ["up", "down"] {
+            harbor_transitions.with_label_values(&[state]);
+        }
+        // Without a health check the gate is always open.
+        harbor_up.set(1);
 
         Ok(Self {
             registry,
@@ -166,6 +214,11 @@ impl Metrics {
             tls_reloads,
             tls_cert_not_after,
             tls_handshake_failures,
+            harbor_up,
+            harbor_probes,
+            harbor_probe_duration,
+            harbor_transitions,
+            fail_open_admissions,
         })
     }
 
@@ -188,6 +241,9 @@ impl Metrics {
             .with_label_values(&[operation, outcome.as_str()])
             .inc();
         self.admission_duration.observe(elapsed.as_secs_f64());
+        if outcome == Outcome::FailOpen {
+            self.fail_open_admissions.inc();
+        }
         for change in changes {
             match &change.decision {
                 Decision::Rewrite(r) => {
@@ -231,6 +287,23 @@ impl Metrics {
         self.tls_handshake_failures
             .with_label_values(&[reason])
             .inc();
+    }
+
+    /// Records whether images are rewritten now (the gate is open).
+    pub fn set_harbor_up(&self, up: bool) {
+        self.harbor_up.set(i64::from(up));
+    }
+
+    /// Counts one Harbor probe.
+    pub fn observe_harbor_probe(&self, success: bool, elapsed: Duration) {
+        let result = if success { "success" } else { "failure" };
+        self.harbor_probes.with_label_values(&[result]).inc();
+        self.harbor_probe_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a change of Harbor's availability (`up` or `down`).
+    pub fn observe_harbor_transition(&self, to: &'static str) {
+        self.harbor_transitions.with_label_values(&[to]).inc();
     }
 
     /// The registry in the Prometheus text format (0.0.4), and its content type.

@@ -112,6 +112,8 @@ pub enum Keep<'r> {
     ExistingEphemeral,
     /// The pod is labelled `harbor-pilot.io/rewrite: disabled`.
     PodOptedOut,
+    /// It would be rewritten, but Harbor is down (or not probed yet): fail open.
+    HarborUnavailable,
 }
 
 impl Keep<'_> {
@@ -129,6 +131,7 @@ impl Keep<'_> {
             Keep::UnchangedOnUpdate => Keep::UnchangedOnUpdate,
             Keep::ExistingEphemeral => Keep::ExistingEphemeral,
             Keep::PodOptedOut => Keep::PodOptedOut,
+            Keep::HarborUnavailable => Keep::HarborUnavailable,
         }
     }
 
@@ -144,11 +147,12 @@ impl Keep<'_> {
             Keep::UnchangedOnUpdate => "unchanged_on_update",
             Keep::ExistingEphemeral => "existing_ephemeral",
             Keep::PodOptedOut => "pod_opted_out",
+            Keep::HarborUnavailable => "harbor_unavailable",
         }
     }
 
     /// Every label value [`Keep::as_str`] can return, for pre-registering metrics.
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 10] = [
         "placeholder",
         "unparsable",
         "already_on_harbor",
@@ -158,6 +162,7 @@ impl Keep<'_> {
         "unchanged_on_update",
         "existing_ephemeral",
         "pod_opted_out",
+        "harbor_unavailable",
     ];
 }
 
@@ -180,6 +185,9 @@ impl fmt::Display for Keep<'_> {
             }
             Keep::ExistingEphemeral => f.write_str("existing ephemeral container (immutable)"),
             Keep::PodOptedOut => f.write_str("pod labelled harbor-pilot.io/rewrite: disabled"),
+            Keep::HarborUnavailable => {
+                f.write_str("Harbor is unavailable: left upstream (fail open)")
+            }
         }
     }
 }
@@ -574,6 +582,7 @@ mod tests {
             Keep::UnchangedOnUpdate,
             Keep::ExistingEphemeral,
             Keep::PodOptedOut,
+            Keep::HarborUnavailable,
         ];
         let labels: Vec<_> = reasons.iter().map(Keep::as_str).collect();
         assert_eq!(labels, Keep::LABELS);

@@ -19,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kube::core::admission::AdmissionResponse;
 
-use crate::admission::{self, Incoming, Outcome};
+use crate::admission::{self, Harbor, Incoming, Outcome};
+use crate::gate::HarborGate;
 use crate::metrics::{Metrics, Rejection};
 use crate::rules::{Decision, RuleSet};
 
@@ -35,6 +36,8 @@ pub struct WebhookState {
     pub metrics: Metrics,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Whether Harbor may be used now.
+    pub gate: HarborGate,
 }
 
 /// The webhook router: `POST /mutate`, JSON answers for everything else.
@@ -98,7 +101,13 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
     );
     let _entered = span.enter();
     tracing::debug!(review = %String::from_utf8_lossy(&body), "admission review received");
-    let answer = answer(&incoming, &state.rules, namespace, name);
+    // One atomic load: the prober never blocks an admission.
+    let harbor = if state.gate.is_open() {
+        Harbor::Available
+    } else {
+        Harbor::Unavailable
+    };
+    let answer = answer(&incoming, &state.rules, harbor, namespace, name);
     state.metrics.observe_review(
         admission::operation_label(incoming.operation()),
         answer.outcome,
@@ -118,10 +127,13 @@ struct Answer<'a> {
 fn answer<'a>(
     incoming: &'a Incoming,
     rules: &'a RuleSet,
+    harbor: Harbor,
     namespace: &str,
     name: &str,
 ) -> Answer<'a> {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| admission::review(incoming, rules))) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        admission::review(incoming, rules, harbor)
+    })) {
         Ok(reviewed) => {
             log_review(&reviewed, incoming, namespace, name);
             Answer {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use common::{REJECTED, Verified, admission_fixtures, example_rules, verify_answer};
-use harbor_pilot::admission::{Outcome, encode_review, parse_review, review};
+use harbor_pilot::admission::{Harbor, Outcome, encode_review, parse_review, review};
 use serde_json::Value;
 
 #[derive(Clone)]
@@ -34,7 +34,7 @@ fn answer_each() -> HashMap<String, Result<Answered, String>> {
             let result = parse_review(&body)
                 .map_err(|e| e.detail())
                 .and_then(|incoming| {
-                    let reviewed = review(&incoming, &rules);
+                    let reviewed = review(&incoming, &rules, Harbor::Available);
                     let wire: Value = serde_json::from_slice(&encode_review(&reviewed.response))
                         .map_err(|e| format!("{file}: answer is not JSON: {e}"))?;
                     let verified = verify_answer(&file, &body, &wire)?;
@@ -396,7 +396,7 @@ fn a_second_review_of_the_patched_pod_changes_nothing() {
     let rules = example_rules();
     for (file, body) in admission_fixtures().into_iter().take(200) {
         let incoming = parse_review(&body).unwrap();
-        let reviewed = review(&incoming, &rules);
+        let reviewed = review(&incoming, &rules, Harbor::Available);
         let Some(patch) = &reviewed.response.patch else {
             continue;
         };
@@ -404,7 +404,7 @@ fn a_second_review_of_the_patched_pod_changes_nothing() {
         let mut review_json: Value = serde_json::from_slice(&body).unwrap();
         json_patch::patch(&mut review_json["request"]["object"], &patch).unwrap();
         let again = parse_review(&serde_json::to_vec(&review_json).unwrap()).unwrap();
-        let second = review(&again, &rules);
+        let second = review(&again, &rules, Harbor::Available);
         assert!(
             second.response.patch.is_none(),
             "{file}: second pass patched again"

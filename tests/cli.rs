@@ -133,6 +133,20 @@ fn review_reads_standard_input_and_explains_on_stderr() {
 }
 
 #[test]
+fn review_shows_the_fail_open_answer_when_asked() {
+    let file = "tests/fixtures/admission/048-microservices-demo-deployment.json";
+    let output = harbor_pilot(&["review", "--config", CONFIG, "--harbor-unavailable", file]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let answer: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none());
+    assert_eq!(
+        answer["response"]["warnings"][0],
+        "harbor-pilot: Harbor is unavailable; 1 images left on their upstream registries (fail open)"
+    );
+}
+
+#[test]
 fn review_of_a_malformed_body_fails_with_a_message() {
     let output = run(
         &["review", "--config", CONFIG],

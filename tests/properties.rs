@@ -8,7 +8,7 @@
 
 mod common;
 
-use harbor_pilot::admission::{encode_review, parse_review, review};
+use harbor_pilot::admission::{Harbor, encode_review, parse_review, review};
 use harbor_pilot::reference::ImageRef;
 use harbor_pilot::rules::{Decision, Keep, RuleSet};
 use proptest::prelude::*;
@@ -147,7 +147,7 @@ proptest! {
             }
         })).unwrap();
         let incoming = parse_review(&body).expect("a valid review");
-        let reviewed = review(&incoming, rules());
+        let reviewed = review(&incoming, rules(), Harbor::Available);
         let answer: Value = serde_json::from_slice(&encode_review(&reviewed.response)).unwrap();
         // The generated images are not in images.jsonl, so check against the rules
         // directly here; the fixtures test covers the independent oracle.

@@ -29,6 +29,7 @@ pub enum Proto {
 pub struct Reply {
     pub status: StatusCode,
     pub content_type: Option<String>,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -170,15 +171,28 @@ impl Connection {
         path: &str,
         body: ReqBody,
     ) -> std::io::Result<Reply> {
-        let request = Request::builder()
-            .method(method)
-            .uri(match &self.sender {
-                Sender::H1(_) => path.to_owned(),
-                Sender::H2(_) => format!("https://localhost{path}"),
-            })
-            .header("content-type", "application/json")
-            .body(body)
-            .expect("request");
+        self.send_with(method, path, &[("content-type", "application/json")], body)
+            .await
+    }
+
+    pub async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ReqBody,
+    ) -> std::io::Result<Reply> {
+        let mut request = Request::builder().method(method).uri(match &self.sender {
+            Sender::H1(_) => path.to_owned(),
+            Sender::H2(_) => format!("https://localhost{path}"),
+        });
+        if matches!(self.sender, Sender::H1(_)) {
+            request = request.header("host", "localhost");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body).expect("request");
         let response = match &mut self.sender {
             Sender::H1(sender) => {
                 sender.ready().await.map_err(std::io::Error::other)?;
@@ -196,6 +210,7 @@ impl Connection {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
@@ -205,6 +220,7 @@ impl Connection {
         Ok(Reply {
             status,
             content_type,
+            headers,
             body,
         })
     }

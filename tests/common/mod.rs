@@ -10,6 +10,8 @@
 
 pub mod certs;
 pub mod client;
+pub mod process;
+pub mod registry;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap};

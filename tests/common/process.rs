@@ -1,0 +1,118 @@
+//! `harbor-pilot serve` as a child process, its JSON log read line by line.
+
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// A running `harbor-pilot serve`, killed on drop if still running.
+pub struct Serve {
+    child: Child,
+    pub logs: mpsc::Receiver<Value>,
+    pub seen: Vec<Value>,
+}
+
+impl Serve {
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_config(&super::example_config_path(), extra)
+    }
+
+    pub fn start_with_config(config: &std::path::Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
+            .args([
+                "serve",
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env("HARBOR_PILOT_CONFIG", config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Every log line so far (without waiting).
+    pub fn drain_logs(&mut self) -> &[Value] {
+        while let Ok(line) = self.logs.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// The first log line whose message is `message` (waits up to 20 s).
+    pub fn wait_log(&mut self, message: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l["message"] == message) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no log line {message:?}; saw: {:#?}", self.seen),
+            }
+        }
+    }
+
+    pub fn addr(&mut self, message: &str) -> SocketAddr {
+        self.wait_log(message)["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(
+            Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
+            signal,
+        )
+        .unwrap();
+    }
+
+    /// Waits (up to 30 s) for the exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
