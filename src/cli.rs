@@ -39,6 +39,62 @@ pub enum Command {
     Scan(ScanArgs),
     /// Validate a configuration file and summarise it.
     CheckConfig(CheckConfigArgs),
+    /// Make a CA and a serving certificate for the webhook's Service, with the Secret
+    /// and caBundle manifests the static-certs overlay applies.
+    Certs(CertsArgs),
+    /// Print (or write) the same proxies as node-level registry mirrors.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+/// `harbor-pilot certs`
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt, tls.key, secret.yaml and
+    /// webhook-ca-bundle.yaml into (created if missing; files are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The webhook's Service.
+    #[arg(long, default_value = "harbor-pilot")]
+    pub service: String,
+    /// The webhook's namespace.
+    #[arg(long, default_value = "harbor-pilot")]
+    pub namespace: String,
+    /// The TLS Secret the Deployment mounts.
+    #[arg(long, default_value = "harbor-pilot-tls")]
+    pub secret_name: String,
+    /// Validity of the CA and the certificate, in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+}
+
+/// `harbor-pilot export`
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Print a Talos machine-config patch (machine.registries.mirrors).
+    Talos(ExportTalosArgs),
+    /// Write containerd hosts.toml files, one directory per upstream registry.
+    Containerd(ExportContainerdArgs),
+}
+
+/// `harbor-pilot export talos`
+#[derive(Debug, Args)]
+pub struct ExportTalosArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+}
+
+/// `harbor-pilot export containerd`
+#[derive(Debug, Args)]
+pub struct ExportContainerdArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// containerd's registry config_path (e.g. /etc/containerd/certs.d); gets
+    /// UPSTREAM/hosts.toml for each upstream registry.
+    #[arg(long, value_name = "OUT")]
+    pub dir: PathBuf,
 }
 
 /// The configuration file flag shared by every subcommand.

@@ -6,7 +6,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::admission::{self, Harbor, ReviewError};
-use crate::cli::{CheckConfigArgs, OutputFormat, ReviewArgs, RewriteArgs, ScanArgs};
+use crate::cli::{
+    CertsArgs, CheckConfigArgs, ExportContainerdArgs, ExportTalosArgs, OutputFormat, ReviewArgs,
+    RewriteArgs, ScanArgs,
+};
 use crate::config::{self, Config, ConfigError};
 use crate::rules::Decision;
 use crate::scan::{self, ScanError};
@@ -47,6 +50,93 @@ pub enum CommandError {
     /// Writing the output failed (a closed pipe, a full disk).
     #[error("cannot write output")]
     Write(#[from] std::io::Error),
+    /// A file could not be written.
+    #[error("cannot write {}", path.display())]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificates could not be made.
+    #[error("cannot create certificates")]
+    Certs(#[source] rcgen::Error),
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CommandError> {
+    crate::tls::write_file(path, contents.as_bytes(), mode).map_err(|source| {
+        CommandError::WriteFile {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+fn create_dir(path: &Path) -> Result<(), CommandError> {
+    std::fs::create_dir_all(path).map_err(|source| CommandError::WriteFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `harbor-pilot certs`: a CA, a serving certificate for the Service, and the
+/// manifests for the static-certs overlay.
+pub fn certs(args: &CertsArgs, out: &mut dyn Write) -> Result<(), CommandError> {
+    let issued = crate::certs::issue(
+        &args.service,
+        &args.namespace,
+        &args.secret_name,
+        args.days,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(CommandError::Certs)?;
+    create_dir(&args.out)?;
+    let files = [
+        ("ca.crt", issued.issued.ca_pem.as_str(), 0o644),
+        ("tls.crt", issued.issued.cert_pem.as_str(), 0o644),
+        ("tls.key", issued.issued.key_pem.as_str(), 0o600),
+        ("secret.yaml", issued.secret_yaml.as_str(), 0o600),
+        (
+            "webhook-ca-bundle.yaml",
+            issued.ca_bundle_patch_yaml.as_str(),
+            0o644,
+        ),
+    ];
+    for (name, contents, mode) in files {
+        let path = args.out.join(name);
+        write_file(&path, contents, mode)?;
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    writeln!(
+        out,
+        "certificate for {}.{}.svc, valid {} days; keys are secret: do not commit them",
+        args.service, args.namespace, args.days
+    )?;
+    Ok(())
+}
+
+/// `harbor-pilot export talos`: the patch on `out`.
+pub fn export_talos(args: &ExportTalosArgs, out: &mut dyn Write) -> Result<(), CommandError> {
+    let config = config::load(&args.config.config)?;
+    out.write_all(crate::export::talos_patch(&config.rules).as_bytes())?;
+    Ok(())
+}
+
+/// `harbor-pilot export containerd`: `<dir>/<upstream>/hosts.toml` files.
+pub fn export_containerd(
+    args: &ExportContainerdArgs,
+    out: &mut dyn Write,
+) -> Result<(), CommandError> {
+    let config = config::load(&args.config.config)?;
+    for file in crate::export::containerd_hosts(&config.rules) {
+        let dir = args.dir.join(&file.dir);
+        create_dir(&dir)?;
+        let path = dir.join("hosts.toml");
+        write_file(&path, &file.contents, 0o644)?;
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    Ok(())
 }
 
 /// `harbor-pilot rewrite`: one line per image, the result, and with `--explain` a tab and

@@ -14,9 +14,11 @@
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod export;
 pub mod gate;
 pub mod metrics;
 pub mod patch;

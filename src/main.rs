@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use harbor_pilot::cli::{Cli, Command, ServeArgs};
+use harbor_pilot::cli::{Cli, Command, ExportCommand, ServeArgs};
 use harbor_pilot::{app, commands, shutdown, telemetry};
 
 fn main() -> ExitCode {
@@ -50,6 +50,13 @@ fn offline(command: &Command) -> anyhow::Result<()> {
         )?),
         Command::Scan(args) => Ok(commands::scan(args, &mut stdin, &mut stdout)?),
         Command::CheckConfig(args) => Ok(commands::check_config(args, &mut stdout)?),
+        Command::Certs(args) => Ok(commands::certs(args, &mut stdout)?),
+        Command::Export(ExportCommand::Talos(args)) => {
+            Ok(commands::export_talos(args, &mut stdout)?)
+        }
+        Command::Export(ExportCommand::Containerd(args)) => {
+            Ok(commands::export_containerd(args, &mut stdout)?)
+        }
     }?;
     Ok(stdout.flush()?)
 }

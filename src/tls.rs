@@ -321,6 +321,38 @@ pub fn ensure_dev_certs(dir: &Path, provider: &CryptoProvider) -> Result<DevCert
 }
 
 fn generate_dev_pems(now: time::OffsetDateTime) -> Result<(String, String, String), rcgen::Error> {
+    let names = ["localhost", "127.0.0.1", "::1"].map(str::to_owned);
+    let issued = issue_with_new_ca(
+        &names,
+        "harbor-pilot development CA",
+        "harbor-pilot (development)",
+        now,
+        90,
+    )?;
+    Ok((issued.ca_pem, issued.cert_pem, issued.key_pem))
+}
+
+/// A new CA and a serving certificate it signed, PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The CA certificate: what clients trust.
+    pub ca_pem: String,
+    /// The serving certificate.
+    pub cert_pem: String,
+    /// The serving certificate's key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// Makes a CA (its key is discarded: to renew, issue again) and an ECDSA P-256
+/// serving certificate for `names` (DNS names or IP addresses), both valid from an hour
+/// before `now` for `days` days.
+pub fn issue_with_new_ca(
+    names: &[String],
+    ca_name: &str,
+    leaf_name: &str,
+    now: time::OffsetDateTime,
+    days: u32,
+) -> Result<Issued, rcgen::Error> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -329,31 +361,32 @@ fn generate_dev_pems(now: time::OffsetDateTime) -> Result<(String, String, Strin
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "harbor-pilot development CA");
+        .push(DnType::CommonName, ca_name);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = now - time::Duration::hours(1);
-    ca_params.not_after = now + time::Duration::days(90);
+    ca_params.not_after = now + time::Duration::days(i64::from(days));
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
-    let mut leaf_params = CertificateParams::new(vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ])?;
+    let mut leaf_params = CertificateParams::new(names.to_vec())?;
     leaf_params
         .distinguished_name
-        .push(DnType::CommonName, "harbor-pilot (development)");
+        .push(DnType::CommonName, leaf_name);
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.not_before = ca_params.not_before;
     leaf_params.not_after = ca_params.not_after;
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf_params.signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))?;
-    Ok((ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem()))
+    Ok(Issued {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    })
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+/// Writes `contents` to `path` with permissions `mode` (the file is replaced).
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
