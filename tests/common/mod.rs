@@ -13,6 +13,7 @@ pub mod client;
 pub mod process;
 pub mod registry;
 pub mod server;
+pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
