@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod export;
 pub mod gate;
+pub mod invariants;
 pub mod metrics;
 pub mod patch;
 pub mod pod;

@@ -257,6 +257,20 @@ fn annotation_op(pod: &PodImages, originals: &BTreeMap<String, String>) -> Patch
         .unwrap_or_default();
     merged.extend(originals.iter().map(|(k, v)| (k.clone(), v.clone())));
     let value = Value::String(serde_json::to_string(&merged).unwrap_or_default());
+    let record = || -> Value {
+        Value::Object(
+            [(ORIGINAL_IMAGES_ANNOTATION.to_owned(), value.clone())]
+                .into_iter()
+                .collect(),
+        )
+    };
+    if pod.metadata_missing {
+        // `add` needs the parent to exist: create the whole metadata object.
+        return PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata"]),
+            value: Value::Object([("annotations".to_owned(), record())].into_iter().collect()),
+        });
+    }
     match &pod.metadata.annotations {
         Some(_) => PatchOperation::Add(AddOperation {
             path: PointerBuf::from_tokens(["metadata", "annotations", ORIGINAL_IMAGES_ANNOTATION]),
@@ -265,11 +279,7 @@ fn annotation_op(pod: &PodImages, originals: &BTreeMap<String, String>) -> Patch
         // `add` on a missing (or null) `annotations` creates the map.
         None => PatchOperation::Add(AddOperation {
             path: PointerBuf::from_tokens(["metadata", "annotations"]),
-            value: Value::Object(
-                [(ORIGINAL_IMAGES_ANNOTATION.to_owned(), value)]
-                    .into_iter()
-                    .collect(),
-            ),
+            value: record(),
         }),
     }
 }
@@ -344,11 +354,24 @@ mod tests {
         assert_eq!(plan.changes.len(), 5);
     }
 
+    #[test]
+    fn creates_metadata_when_the_pod_has_none() {
+        let (doc, images) = pod(json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}}));
+        let out = apply(&doc, &plan(&images, Scope::Create, &rules()).patch);
+        assert_eq!(
+            out["metadata"],
+            json!({"annotations": {ORIGINAL_IMAGES_ANNOTATION: r#"{"c":"nginx"}"#}})
+        );
+    }
+
     #[rstest::rstest]
     #[case::no_annotations(json!({}))]
     #[case::null_annotations(json!({"annotations": null}))]
     #[case::other_annotations(json!({"annotations": {"team": "a"}}))]
     #[case::unreadable_earlier_record(json!({"annotations": {ORIGINAL_IMAGES_ANNOTATION: "not json"}}))]
+    // Found by the review fuzz target: `add /metadata/annotations` fails without a
+    // metadata object, and the API server refuses a pod whose patch does not apply.
+    #[case::null_metadata(Value::Null)]
     fn records_the_original_and_keeps_other_annotations(#[case] metadata: Value) {
         let (doc, images) = pod(json!({
             "metadata": metadata,

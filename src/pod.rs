@@ -20,25 +20,56 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ImageVolumeSource, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// The fields of a v1 Pod that decide and carry an image rewrite.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodImages {
     /// `apiVersion`, when the object states it.
-    #[serde(default)]
     pub api_version: Option<String>,
     /// `kind`, when the object states it.
-    #[serde(default)]
     pub kind: Option<String>,
     /// Name, generateName, namespace, uid, labels and annotations; other metadata is not
     /// read.
-    #[serde(default, deserialize_with = "metadata_subset")]
     pub metadata: ObjectMeta,
+    /// The object has no `metadata` (or `metadata: null`). No API server sends such a
+    /// pod, but a patch must then create `/metadata` before it can add an annotation.
+    pub metadata_missing: bool,
     /// The image-bearing parts of `spec`.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub spec: PodSpecImages,
+}
+
+/// [`PodImages`] as written, before absent metadata is told from empty metadata.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePodImages {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "metadata_subset")]
+    metadata: Option<ObjectMeta>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    spec: PodSpecImages,
+}
+
+impl<'de> Deserialize<'de> for PodImages {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        WirePodImages::deserialize(ObjectsOnly(deserializer)).map(Self::from)
+    }
+}
+
+impl From<WirePodImages> for PodImages {
+    fn from(wire: WirePodImages) -> Self {
+        Self {
+            api_version: wire.api_version,
+            kind: wire.kind,
+            metadata_missing: wire.metadata.is_none(),
+            metadata: wire.metadata.unwrap_or_default(),
+            spec: wire.spec,
+        }
+    }
 }
 
 /// The image-bearing lists of a PodSpec.
@@ -46,16 +77,16 @@ pub struct PodImages {
 #[serde(rename_all = "camelCase")]
 pub struct PodSpecImages {
     /// `spec.initContainers`
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub init_containers: Option<Vec<ContainerImage>>,
     /// `spec.containers`
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub containers: Option<Vec<ContainerImage>>,
     /// `spec.ephemeralContainers`
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub ephemeral_containers: Option<Vec<ContainerImage>>,
     /// `spec.volumes`
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub volumes: Option<Vec<VolumeImage>>,
 }
 
@@ -155,9 +186,11 @@ struct MetadataSubset {
     annotations: Option<BTreeMap<String, String>>,
 }
 
-fn metadata_subset<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
-    let Some(subset) = Option::<MetadataSubset>::deserialize(deserializer)? else {
-        return Ok(ObjectMeta::default());
+fn metadata_subset<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ObjectMeta>, D::Error> {
+    let Some(Strict(subset)) = Option::<Strict<MetadataSubset>>::deserialize(deserializer)? else {
+        return Ok(None);
     };
     let MetadataSubset {
         name,
@@ -167,7 +200,7 @@ fn metadata_subset<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectM
         labels,
         annotations,
     } = subset;
-    Ok(ObjectMeta {
+    Ok(Some(ObjectMeta {
         name,
         generate_name,
         namespace,
@@ -175,7 +208,7 @@ fn metadata_subset<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectM
         labels,
         annotations,
         ..ObjectMeta::default()
-    })
+    }))
 }
 
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -183,7 +216,71 @@ where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,
 {
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+    Ok(Option::<Strict<T>>::deserialize(deserializer)?.map_or_else(T::default, |s| s.0))
+}
+
+/// A list of objects, each read strictly (see [`Strict`]).
+fn objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<Strict<T>>>::deserialize(deserializer)?
+        .map(|items| items.into_iter().map(|s| s.0).collect()))
+}
+
+/// A struct read only from a JSON object. serde's derived structs also accept an array
+/// of field values in order (`["c", "nginx"]` for a container); the patch addresses
+/// fields by name, so such an object would get a patch that cannot apply, and the API
+/// server fails a request whose patch does not apply. (Found by fuzzing; no API server
+/// sends arrays there, but a malformed pod must be left alone, not broken.)
+struct Strict<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Strict<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(ObjectsOnly(deserializer)).map(Strict)
+    }
+}
+
+/// A deserializer that lets the value it reads be a map, never a sequence.
+struct ObjectsOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectsOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(NoSequence(visitor))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_struct(name, fields, NoSequence(visitor))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+        identifier ignored_any
+    }
+}
+
+/// Passes maps to the inner visitor; anything else is refused with its expectation.
+struct NoSequence<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for NoSequence<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.expecting(formatter)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(map)
+    }
 }
 
 #[cfg(test)]
@@ -223,8 +320,28 @@ mod tests {
         let pod: PodImages =
             serde_json::from_str(r#"{"metadata":null,"spec":{"initContainers":null}}"#).unwrap();
         assert_eq!(pod.spec.init_containers, None);
+        assert!(pod.metadata_missing);
         let pod: PodImages = serde_json::from_str(r#"{"spec":null}"#).unwrap();
         assert_eq!(pod.spec, PodSpecImages::default());
+        assert!(pod.metadata_missing);
+        let pod: PodImages = serde_json::from_str(r#"{"metadata":{}}"#).unwrap();
+        assert!(!pod.metadata_missing);
+    }
+
+    #[rstest::rstest]
+    #[case::pod(r#"[]"#)]
+    #[case::metadata(r#"{"metadata":[]}"#)]
+    #[case::spec(r#"{"spec":[null,[{"name":"c","image":"nginx"}]]}"#)]
+    #[case::container(r#"{"spec":{"containers":[["c","nginx"]]}}"#)]
+    #[case::init_container(r#"{"spec":{"initContainers":[["c","nginx"]]}}"#)]
+    #[case::volume(r#"{"spec":{"volumes":[["v",{"reference":"nginx"}]]}}"#)]
+    #[case::volume_source(r#"{"spec":{"volumes":[{"name":"v","image":["nginx"]}]}}"#)]
+    fn refuses_arrays_where_the_api_has_objects(#[case] json: &str) {
+        let error = serde_json::from_str::<PodImages>(json).unwrap_err();
+        assert!(
+            error.to_string().contains("invalid type: sequence"),
+            "{error}"
+        );
     }
 
     #[test]
