@@ -66,7 +66,7 @@ async fn main() {
     let provider = tls::provider();
     let certs = tls::ensure_dev_certs(&dir, &provider).unwrap();
     let pair = tls::load_pair(&certs.paths, &provider).unwrap();
-    let config = tls::server_config(Arc::new(tls::CertStore::new(&pair)), provider).unwrap();
+    let config = tls::server_config(Arc::new(tls::CertStore::new(&pair)), provider, None).unwrap();
     let listener = server::bind(addr).await.unwrap();
     eprintln!(
         "null responder listening on {}",

@@ -13,12 +13,13 @@
 use std::collections::HashMap;
 
 use base64::Engine as _;
+use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, Status};
 use serde::Serialize;
 
 use crate::patch::{self, Change, PodRewrite, Scope};
 use crate::pod::PodImages;
+use crate::redact;
 use crate::reference::shorten;
 use crate::rules::{Decision, Keep, RuleSet};
 
@@ -62,7 +63,8 @@ pub enum ReviewError {
 }
 
 impl ReviewError {
-    /// The message with its causes, on one line: what an HTTP 400 body says.
+    /// The message with its causes, on one line: what an HTTP 400 body says. Values
+    /// quoted from the body are hidden ([`redact::serde_message`]).
     pub fn detail(&self) -> String {
         let mut message = self.to_string();
         let mut source = std::error::Error::source(self);
@@ -71,7 +73,50 @@ impl ReviewError {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        message
+        redact::serde_message(&message)
+    }
+}
+
+/// An object that is not read: any JSON is skipped. The fallback for a request whose
+/// object does not read as a Pod, so that a malformed object (labels that are a string,
+/// say) still gets an answer under its uid, allowed, rather than a 400. The Pod's
+/// identity is only there because kube-core's admission types need some resource.
+#[derive(Debug, Clone, Default)]
+pub struct Unread {
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+
+impl<'de> serde::Deserialize<'de> for Unread {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Self::default())
+    }
+}
+
+impl serde::Serialize for Unread {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_none()
+    }
+}
+
+impl k8s_openapi::Resource for Unread {
+    const API_VERSION: &'static str = <PodImages as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <PodImages as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <PodImages as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <PodImages as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <PodImages as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <PodImages as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for Unread {
+    type Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn metadata(&self) -> &Self::Ty {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut Self::Ty {
+        &mut self.metadata
     }
 }
 
@@ -84,7 +129,7 @@ pub enum Incoming {
     /// webhook should not have been sent, or a malformed Pod).
     Other {
         /// The request, with its object kept as generic JSON.
-        request: Box<AdmissionRequest<DynamicObject>>,
+        request: Box<AdmissionRequest<Unread>>,
         /// Why the object did not read as a Pod.
         error: String,
     },
@@ -236,14 +281,14 @@ pub fn parse_review(body: &[u8]) -> Result<Incoming, ReviewError> {
         // Rare: decode again without reading the object as a Pod, to tell a review of
         // something else (allowed) from a body that is no review at all (400).
         Err(pod_error) => {
-            let review = serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
+            let review = serde_json::from_slice::<AdmissionReview<Unread>>(body)
                 .map_err(ReviewError::Decode)?;
             check_version(&review.types)?;
-            let request: AdmissionRequest<DynamicObject> =
+            let request: AdmissionRequest<Unread> =
                 review.try_into().map_err(|_| ReviewError::NoRequest)?;
             Incoming::Other {
                 request: Box::new(request),
-                error: pod_error.to_string(),
+                error: redact::serde_message(&pod_error.to_string()),
             }
         }
     };
@@ -445,7 +490,7 @@ fn unparsable_warnings(changes: &[Change<'_, '_>]) -> Vec<String> {
             format!(
                 "harbor-pilot: {} image {:?} is not a valid image reference ({error}); left unchanged",
                 change.slot,
-                shorten(change.slot.image, MAX_QUOTED_IMAGE)
+                shorten(&redact::image(change.slot.image), MAX_QUOTED_IMAGE)
             )
         })
         .collect();

@@ -49,12 +49,17 @@ pub struct Settings {
     pub tls_reload_interval: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout: Duration,
     /// Handshake and header deadlines, HTTP/2 stream cap.
     pub limits: ConnectionLimits,
     /// Longest in-flight requests may take to finish after shutdown starts.
     pub drain_timeout: Duration,
     /// How long to keep serving, not ready, before closing the port.
     pub shutdown_delay: Duration,
+    /// CA certificates that client certificates must chain to; `None` accepts any
+    /// client.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Why the webhook could not start.
@@ -168,7 +173,12 @@ impl Webhook {
         metrics.set_cert_not_after(pair.not_after);
         metrics.register_upstreams(config.rules.proxies().map(|(upstream, _)| upstream));
         let store = Arc::new(CertStore::new(&pair));
-        let tls_config = tls::server_config(Arc::clone(&store), Arc::clone(&provider))?;
+        let client_ca = settings
+            .client_ca_file
+            .as_deref()
+            .map(tls::load_client_ca)
+            .transpose()?;
+        let tls_config = tls::server_config(Arc::clone(&store), Arc::clone(&provider), client_ca)?;
         let reloader = tls::spawn_reloader(
             store,
             paths,
@@ -209,6 +219,7 @@ impl Webhook {
             rules: Arc::new(config.rules),
             metrics: metrics.clone(),
             max_body_bytes: settings.max_body_bytes,
+            body_read_timeout: settings.body_read_timeout,
             gate,
         });
         let (stop, stopped) = oneshot::channel::<()>();

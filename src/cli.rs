@@ -153,6 +153,13 @@ pub struct ServeArgs {
     /// exceed 1.5 MiB); larger bodies get 413.
     #[arg(long, env = "HARBOR_PILOT_MAX_BODY_BYTES", default_value = "4MiB", value_parser = parse_size)]
     pub max_body_bytes: usize,
+    /// Longest a client may take to send a request's body; slower ones get 408.
+    #[arg(long, env = "HARBOR_PILOT_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// How long a connection may stay silent, or leave an answer unread, before it is
+    /// closed. The API server reconnects as needed.
+    #[arg(long, env = "HARBOR_PILOT_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Longest a TLS handshake may take.
     #[arg(long, env = "HARBOR_PILOT_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,
@@ -166,6 +173,20 @@ pub struct ServeArgs {
         default_value_t = 128
     )]
     pub max_concurrent_streams: u32,
+    /// Connections served at once; further ones wait in the kernel's accept queue
+    /// until one closes.
+    #[arg(
+        long,
+        env = "HARBOR_PILOT_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+    /// PEM CA certificates that a client certificate must chain to. When set, only
+    /// clients presenting such a certificate (the API server, configured through its
+    /// AdmissionConfiguration) complete the TLS handshake.
+    #[arg(long, env = "HARBOR_PILOT_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// On SIGTERM, how long to keep answering (while /readyz says not ready) before
     /// closing the port, so endpoints can drop this pod first.
     #[arg(long, env = "HARBOR_PILOT_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
@@ -198,11 +219,15 @@ impl ServeArgs {
             tls,
             tls_reload_interval: self.tls_reload_interval,
             max_body_bytes: self.max_body_bytes,
+            body_read_timeout: self.body_read_timeout,
             limits: ConnectionLimits {
                 handshake_timeout: self.tls_handshake_timeout,
                 header_read_timeout: self.header_read_timeout,
                 max_concurrent_streams: self.max_concurrent_streams,
+                max_connections: self.max_connections as usize,
+                idle_timeout: self.idle_timeout,
             },
+            client_ca_file: self.client_ca_file.clone(),
             drain_timeout: self.drain_timeout,
             shutdown_delay: self.shutdown_delay,
         }

@@ -382,8 +382,9 @@ impl TryFrom<RawHealth> for HealthCheck {
             insecure_skip_tls_verify,
             components,
         } = raw;
-        let (target, kind) = parse_probe_url(&url)
-            .map_err(|reason| ConfigError::invalid("health.url", &url, reason))?;
+        let (target, kind) = parse_probe_url(&url).map_err(|reason| {
+            ConfigError::invalid("health.url", &crate::redact::image(&url), reason)
+        })?;
         let duration = |field: &str, text: &str| {
             parse_duration(text)
                 .ok()
@@ -458,6 +459,12 @@ fn parse_probe_url(url: &str) -> Result<(ProbeTarget, ProbeKind), String> {
         return Err("must start with https:// (or http://)".into());
     }
     let uri = axum::http::Uri::from_str(url).map_err(|e| format!("is not a URL: {e}"))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(
+            "must not hold credentials: the health endpoints need none, and the URL is logged"
+                .into(),
+        );
+    }
     let tls = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
@@ -716,6 +723,10 @@ proxies:
 
     #[rstest]
     #[case::no_url("  interval: 5s\n", "missing field `url`")]
+    #[case::credentials(
+        "  url: https://admin:Harbor12345@h.example.com/api/v2.0/health\n",
+        "health.url: \"https://***@h.example.com/api/v2.0/health\" must not hold credentials"
+    )]
     #[case::unknown_key("  url: https://h/v2/\n  intervall: 5s\n", "unknown field `intervall`")]
     #[case::other_path(
         "  url: https://h.example.com/api/v2.0/projects\n",

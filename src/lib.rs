@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod patch;
 pub mod pod;
 pub mod probe;
+pub mod redact;
 pub mod reference;
 pub mod rules;
 pub mod scan;

@@ -24,6 +24,8 @@ pub enum Rejection {
     BadRequest,
     /// Over the body size limit (HTTP 413).
     PayloadTooLarge,
+    /// The body did not arrive within the body read timeout (HTTP 408).
+    Timeout,
 }
 
 impl Rejection {
@@ -31,6 +33,7 @@ impl Rejection {
         match self {
             Rejection::BadRequest => "bad_request",
             Rejection::PayloadTooLarge => "payload_too_large",
+            Rejection::Timeout => "timeout",
         }
     }
 }
@@ -184,7 +187,11 @@ impl Metrics {
                 admission_requests.with_label_values(&[operation, outcome]);
             }
         }
-        for rejection in [Rejection::BadRequest, Rejection::PayloadTooLarge] {
+        for rejection in [
+            Rejection::BadRequest,
+            Rejection::PayloadTooLarge,
+            Rejection::Timeout,
+        ] {
             admission_requests.with_label_values(&[UNKNOWN_OPERATION, rejection.as_str()]);
         }
         for reason in Keep::LABELS {

@@ -90,6 +90,51 @@ pub enum TlsError {
     /// The TLS configuration could not be built.
     #[error("cannot build the TLS configuration")]
     Config(#[source] rustls::Error),
+    /// The client CA file holds no usable CA certificate.
+    #[error("{}: no usable CA certificate for verifying clients", path.display())]
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// What rustls found, if it got that far.
+        #[source]
+        source: Option<rustls::server::VerifierBuilderError>,
+    },
+}
+
+/// CA certificates for verifying client certificates, checked.
+#[derive(Debug, Clone)]
+pub struct ClientCa {
+    roots: Arc<rustls::RootCertStore>,
+    path: PathBuf,
+}
+
+/// Reads `--client-ca-file`.
+pub fn load_client_ca(path: &Path) -> Result<ClientCa, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|source| TlsError::Pem {
+            path: path.to_owned(),
+            source,
+        })?;
+        roots.add(cert).map_err(|_| TlsError::ClientCa {
+            path: path.to_owned(),
+            source: None,
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::ClientCa {
+            path: path.to_owned(),
+            source: None,
+        });
+    }
+    Ok(ClientCa {
+        roots: Arc::new(roots),
+        path: path.to_owned(),
+    })
 }
 
 /// Where the serving certificate and key are.
@@ -217,12 +262,27 @@ impl ResolvesServerCert for CertStore {
 pub fn server_config(
     store: Arc<CertStore>,
     provider: Arc<CryptoProvider>,
+    client_ca: Option<ClientCa>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+        .map_err(TlsError::Config)?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            // Mandatory once configured: a client without a certificate from this CA
+            // fails the handshake and never reaches HTTP.
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(ca.roots, provider)
+                    .build()
+                    .map_err(|source| TlsError::ClientCa {
+                        path: ca.path,
+                        source: Some(source),
+                    })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

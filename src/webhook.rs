@@ -36,6 +36,8 @@ pub struct WebhookState {
     pub metrics: Metrics,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
     /// Whether Harbor may be used now.
     pub gate: HarborGate,
 }
@@ -65,7 +67,13 @@ pub fn router(state: WebhookState) -> Router {
 
 async fn mutate(State(state): State<WebhookState>, request: Request) -> Response {
     let started = Instant::now();
-    let body = match read_body(request.into_body(), state.max_body_bytes).await {
+    let body = match read_body(
+        request.into_body(),
+        state.max_body_bytes,
+        state.body_read_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(rejection) => {
             state
@@ -85,8 +93,9 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
                 .metrics
                 .observe_rejection(Rejection::BadRequest, started.elapsed());
             let message = error.detail();
-            tracing::warn!(error = %message, "not an AdmissionReview");
-            tracing::debug!(review = %String::from_utf8_lossy(&body), "rejected body");
+            // The body is never logged: a Pod carries secrets (env values, args,
+            // last-applied-configuration) in fields the webhook does not read.
+            tracing::warn!(error = %message, bytes = body.len(), "not an AdmissionReview");
             return status_response(StatusCode::BAD_REQUEST, "BadRequest", &message);
         }
     };
@@ -100,7 +109,7 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
         dry_run = incoming.dry_run(),
     );
     let _entered = span.enter();
-    tracing::debug!(review = %String::from_utf8_lossy(&body), "admission review received");
+    tracing::debug!(bytes = body.len(), "admission review received");
     // One atomic load: the prober never blocks an admission.
     let harbor = if state.gate.is_open() {
         Harbor::Available
@@ -214,7 +223,7 @@ fn log_review(
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for change in &reviewed.changes {
-            tracing::debug!(slot = %change.slot, image = change.slot.image, decision = %change.decision, "image");
+            tracing::debug!(slot = %change.slot, image = %crate::redact::image(change.slot.image), decision = %change.decision, "image");
         }
     }
 }
@@ -235,18 +244,31 @@ impl IntoResponse for BodyRejection {
             Rejection::BadRequest => {
                 status_response(StatusCode::BAD_REQUEST, "BadRequest", &self.message)
             }
+            Rejection::Timeout => {
+                status_response(StatusCode::REQUEST_TIMEOUT, "Timeout", &self.message)
+            }
         }
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, BodyRejection> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, BodyRejection> {
     let too_large = || BodyRejection {
         kind: Rejection::PayloadTooLarge,
         message: format!(
             "request body is larger than the {limit} bytes allowed (--max-body-bytes)"
         ),
     };
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
+    let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
+        return Err(BodyRejection {
+            kind: Rejection::Timeout,
+            message: format!("request body not received within {timeout:?} (--body-read-timeout)"),
+        });
+    };
+    read.map_err(|error| {
         // axum reports the limit as a boxed error whose source chain holds a
         // LengthLimitError; anything else is the client going away mid-body.
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);

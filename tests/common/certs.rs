@@ -42,6 +42,24 @@ impl TestCa {
         }
     }
 
+    /// A client certificate (clientAuth) for `common_name`, as the API server would
+    /// present from its AdmissionConfiguration kubeconfig.
+    pub fn client(&self, common_name: &str) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
+            .unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// A leaf certificate (PEM) for an existing key, signed by this CA.
     pub fn sign_for(&self, key: &KeyPair, common_name: &str) -> String {
         leaf_params(common_name)

@@ -24,6 +24,16 @@ pub enum Proto {
     H2,
 }
 
+/// A root store holding the PEM certificates in `ca_pem`.
+pub fn roots(ca_pem: &[u8]) -> RootCertStore {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    roots
+}
+
 /// The answer to one request.
 #[derive(Debug)]
 pub struct Reply {
@@ -67,21 +77,37 @@ pub type ReqBody = http_body_util::Either<Full<Bytes>, ChannelBody>;
 impl Client {
     /// A client trusting the PEM certificates in `ca_pem`.
     pub fn new(ca_pem: &[u8], proto: Proto) -> Self {
-        use rustls::pki_types::pem::PemObject as _;
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            roots.add(cert.expect("CA PEM")).expect("CA certificate");
-        }
-        Self::with_roots(roots, proto)
+        Self::with_roots(roots(ca_pem), proto)
     }
 
     pub fn with_roots(roots: RootCertStore, proto: Proto) -> Self {
-        let mut config =
+        Self::with_identity(roots, proto, None)
+    }
+
+    /// A client that presents `identity` (certificate chain PEM, key PEM) when asked.
+    pub fn with_identity(
+        roots: RootCertStore,
+        proto: Proto,
+        identity: Option<(&str, &str)>,
+    ) -> Self {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .expect("versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                .with_root_certificates(roots);
+        let mut config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert_pem, key_pem)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                        .collect::<Result<Vec<_>, _>>()
+                        .expect("client certificate PEM"),
+                    PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("client key PEM"),
+                )
+                .expect("client identity"),
+        };
         // A resumed session shows the certificate of the first handshake; the tests want
         // to see what the server presents now.
         config.resumption = rustls::client::Resumption::disabled();

@@ -23,6 +23,11 @@ impl Serve {
     }
 
     pub fn start_with_config(config: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_with_env(config, extra, &[])
+    }
+
+    /// With extra environment variables (`RUST_LOG` among them).
+    pub fn start_with_env(config: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
             .args([
                 "serve",
@@ -36,6 +41,7 @@ impl Serve {
             .args(extra)
             .env("HARBOR_PILOT_CONFIG", config)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -35,9 +35,11 @@ pub fn settings(dir: &std::path::Path) -> Settings {
         }),
         tls_reload_interval: Duration::from_millis(100),
         max_body_bytes: 4 << 20,
+        body_read_timeout: Duration::from_secs(10),
         limits: ConnectionLimits::default(),
         drain_timeout: Duration::from_secs(10),
         shutdown_delay: Duration::ZERO,
+        client_ca_file: None,
     }
 }
 
