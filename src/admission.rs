@@ -18,7 +18,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde::Serialize;
 
 use crate::patch::{self, Change, PodRewrite, Scope};
-use crate::pod::PodImages;
+use crate::pod::{PodImages, Unread};
 use crate::redact;
 use crate::reference::shorten;
 use crate::rules::{Decision, Keep, RuleSet};
@@ -74,49 +74,6 @@ impl ReviewError {
             source = cause.source();
         }
         redact::serde_message(&message)
-    }
-}
-
-/// An object that is not read: any JSON is skipped. The fallback for a request whose
-/// object does not read as a Pod, so that a malformed object (labels that are a string,
-/// say) still gets an answer under its uid, allowed, rather than a 400. The Pod's
-/// identity is only there because kube-core's admission types need some resource.
-#[derive(Debug, Clone, Default)]
-pub struct Unread {
-    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-}
-
-impl<'de> serde::Deserialize<'de> for Unread {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(deserializer)?;
-        Ok(Self::default())
-    }
-}
-
-impl serde::Serialize for Unread {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_none()
-    }
-}
-
-impl k8s_openapi::Resource for Unread {
-    const API_VERSION: &'static str = <PodImages as k8s_openapi::Resource>::API_VERSION;
-    const GROUP: &'static str = <PodImages as k8s_openapi::Resource>::GROUP;
-    const KIND: &'static str = <PodImages as k8s_openapi::Resource>::KIND;
-    const VERSION: &'static str = <PodImages as k8s_openapi::Resource>::VERSION;
-    const URL_PATH_SEGMENT: &'static str = <PodImages as k8s_openapi::Resource>::URL_PATH_SEGMENT;
-    type Scope = <PodImages as k8s_openapi::Resource>::Scope;
-}
-
-impl k8s_openapi::Metadata for Unread {
-    type Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn metadata(&self) -> &Self::Ty {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut Self::Ty {
-        &mut self.metadata
     }
 }
 

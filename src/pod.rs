@@ -145,28 +145,56 @@ impl PodImages {
     }
 }
 
-// The admission types of kube-core are generic over `kube::Resource`; these two traits
-// give PodImages that through kube-core's blanket implementation, with the Pod's identity.
-impl k8s_openapi::Resource for PodImages {
-    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
-    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
-    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
-    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
-    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
-    type Scope = <Pod as k8s_openapi::Resource>::Scope;
+/// An object that is not read: any JSON is skipped. The fallback for a request whose
+/// object does not read as a Pod, so that a malformed object (labels that are a string,
+/// say) still gets an answer under its uid, allowed, rather than a 400.
+#[derive(Debug, Clone, Default)]
+pub struct Unread {
+    metadata: ObjectMeta,
 }
 
-impl k8s_openapi::Metadata for PodImages {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+impl<'de> Deserialize<'de> for Unread {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Self::default())
     }
 }
+
+impl serde::Serialize for Unread {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_none()
+    }
+}
+
+/// The admission types of kube-core are generic over `kube::Resource`; these two traits
+/// give a type that through kube-core's blanket implementation, with the Pod's identity.
+macro_rules! as_pod_resource {
+    ($type:ty) => {
+        impl k8s_openapi::Resource for $type {
+            const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
+            const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
+            const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
+            const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
+            const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+            type Scope = <Pod as k8s_openapi::Resource>::Scope;
+        }
+
+        impl k8s_openapi::Metadata for $type {
+            type Ty = ObjectMeta;
+
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+as_pod_resource!(PodImages);
+as_pod_resource!(Unread);
 
 /// The metadata fields the webhook uses; `managedFields` alone is often a third of a Pod.
 #[derive(Deserialize)]
