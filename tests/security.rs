@@ -170,24 +170,7 @@ async fn only_forward_secret_aead_cipher_suites_are_accepted() {
 }
 
 fn small_review(uid: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE",
-            "namespace": "default",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "p", "namespace": "default"},
-                "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}
-            }
-        }
-    }))
-    .unwrap()
+    serde_json::to_vec(&common::pod_review(uid, &["nginx:1.25"])).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,14 @@ impl Connection {
         }
     }
 
+    /// Whether the server has closed the connection.
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(sender) => sender.is_closed(),
+            Sender::H2(sender) => sender.is_closed(),
+        }
+    }
+
     pub async fn post(&mut self, path: &str, body: Vec<u8>) -> std::io::Result<Reply> {
         self.send(
             "POST",

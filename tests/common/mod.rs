@@ -10,6 +10,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod h2raw;
 pub mod process;
 pub mod registry;
 pub mod server;
@@ -443,4 +444,31 @@ pub fn verify_answer(file: &str, body: &[u8], answer: &Value) -> Result<Verified
 pub fn read(path: impl AsRef<Path>) -> String {
     let path = project_root().join(path);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A Pod CREATE review with one container per image (named c0, c1, …), as the API
+/// server sends it.
+pub fn pod_review(uid: &str, images: &[&str]) -> Value {
+    let containers: Vec<Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": "default",
+            "userInfo": {"username": "tester"},
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"containers": containers}
+            }
+        }
+    })
 }
