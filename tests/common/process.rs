@@ -95,6 +95,10 @@ impl Serve {
             .unwrap()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(
             Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
