@@ -447,7 +447,7 @@ fn unparsable_warnings(changes: &[Change<'_, '_>]) -> Vec<String> {
             format!(
                 "harbor-pilot: {} image {:?} is not a valid image reference ({error}); left unchanged",
                 change.slot,
-                shorten(&redact::image(change.slot.image), MAX_QUOTED_IMAGE)
+                shorten(&redact::credentials(change.slot.image), MAX_QUOTED_IMAGE)
             )
         })
         .collect();

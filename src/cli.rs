@@ -163,7 +163,8 @@ pub struct ServeArgs {
     /// Longest a TLS handshake may take.
     #[arg(long, env = "HARBOR_PILOT_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,
-    /// Longest an HTTP/1.1 client may take to send a request's headers.
+    /// Longest a client may stay silent after the handshake, and an HTTP/1.1 client may
+    /// take to send a request's headers.
     #[arg(long, env = "HARBOR_PILOT_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
     /// HTTP/2 streams one connection may have open at once.

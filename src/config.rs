@@ -383,7 +383,7 @@ impl TryFrom<RawHealth> for HealthCheck {
             components,
         } = raw;
         let (target, kind) = parse_probe_url(&url).map_err(|reason| {
-            ConfigError::invalid("health.url", &crate::redact::image(&url), reason)
+            ConfigError::invalid("health.url", &crate::redact::credentials(&url), reason)
         })?;
         let duration = |field: &str, text: &str| {
             parse_duration(text)

@@ -257,31 +257,30 @@ fn annotation_op(pod: &PodImages, originals: &BTreeMap<String, String>) -> Patch
         .unwrap_or_default();
     merged.extend(originals.iter().map(|(k, v)| (k.clone(), v.clone())));
     let value = Value::String(serde_json::to_string(&merged).unwrap_or_default());
-    let record = || -> Value {
-        Value::Object(
-            [(ORIGINAL_IMAGES_ANNOTATION.to_owned(), value.clone())]
-                .into_iter()
-                .collect(),
+    let object =
+        |key: &str, value: Value| Value::Object([(key.to_owned(), value)].into_iter().collect());
+    let (path, value): (&[&str], Value) = if pod.metadata_missing {
+        // `add` needs the parent to exist: create the whole metadata object.
+        (
+            &["metadata"],
+            object("annotations", object(ORIGINAL_IMAGES_ANNOTATION, value)),
+        )
+    } else if pod.metadata.annotations.is_none() {
+        // `add` on a missing (or null) `annotations` creates the map.
+        (
+            &["metadata", "annotations"],
+            object(ORIGINAL_IMAGES_ANNOTATION, value),
+        )
+    } else {
+        (
+            &["metadata", "annotations", ORIGINAL_IMAGES_ANNOTATION],
+            value,
         )
     };
-    if pod.metadata_missing {
-        // `add` needs the parent to exist: create the whole metadata object.
-        return PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(["metadata"]),
-            value: Value::Object([("annotations".to_owned(), record())].into_iter().collect()),
-        });
-    }
-    match &pod.metadata.annotations {
-        Some(_) => PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(["metadata", "annotations", ORIGINAL_IMAGES_ANNOTATION]),
-            value,
-        }),
-        // `add` on a missing (or null) `annotations` creates the map.
-        None => PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(["metadata", "annotations"]),
-            value: record(),
-        }),
-    }
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path.iter().copied()),
+        value,
+    })
 }
 
 #[cfg(test)]

@@ -55,10 +55,10 @@ fn closing(value: &str, close: char) -> Option<usize> {
     None
 }
 
-/// `image` with anything that looks like credentials hidden: the part before an `@`
-/// that is followed by a `/` (`user:token@registry/app`, `https://u:p@host/x`). A
-/// digest (`app@sha256:…`) has no `/` after its `@` and is kept.
-pub fn image(image: &str) -> Cow<'_, str> {
+/// An image or URL with anything that looks like credentials hidden: the part before
+/// an `@` that is followed by a `/` (`user:token@registry/app`, `https://u:p@host/x`).
+/// A digest (`app@sha256:…`) has no `/` after its `@` and is kept.
+pub fn credentials(image: &str) -> Cow<'_, str> {
     match image.rfind('@') {
         Some(at) if image[at + 1..].contains('/') => {
             let scheme = image.find("://").map_or(0, |i| i + 3).min(at);
@@ -112,6 +112,6 @@ mod tests {
     )]
     #[case("a@b@host/x", "***@host/x")]
     fn hides_credentials_in_images(#[case] input: &str, #[case] expected: &str) {
-        assert_eq!(image(input), expected);
+        assert_eq!(credentials(input), expected);
     }
 }

@@ -223,7 +223,7 @@ fn log_review(
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for change in &reviewed.changes {
-            tracing::debug!(slot = %change.slot, image = %crate::redact::image(change.slot.image), decision = %change.decision, "image");
+            tracing::debug!(slot = %change.slot, image = %crate::redact::credentials(change.slot.image), decision = %change.decision, "image");
         }
     }
 }
