@@ -7,25 +7,12 @@
 
 mod common;
 
-use std::process::Command;
 
 use serde_json::Value;
 
 const CONFIG: &str = "config/example.yaml";
 
-fn harbor_pilot(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
-        .args(args)
-        .current_dir(common::project_root())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use common::harbor_pilot_ok as harbor_pilot;
 
 #[test]
 fn talos_patch_matches_the_golden_file() {
@@ -104,17 +91,14 @@ fn a_bad_configuration_exports_nothing() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "harbor: harbor\nproxies: {docker.io: p}\n").unwrap();
     let out = dir.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
-        .args([
-            "export",
-            "containerd",
-            "--config",
-            bad.to_str().unwrap(),
-            "--dir",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = common::harbor_pilot(&[
+        "export",
+        "containerd",
+        "--config",
+        bad.to_str().unwrap(),
+        "--dir",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(!out.exists(), "files written for an invalid configuration");
 }

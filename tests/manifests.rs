@@ -38,15 +38,7 @@ fn workspace() -> &'static Workspace {
         let manifests = dir.path().join("manifests");
         copy_dir(&common::project_root().join("manifests"), &manifests);
         let static_certs = manifests.join("overlays/static-certs/generated");
-        let output = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
-            .args(["certs", "--out", static_certs.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        common::harbor_pilot_ok(&["certs", "--out", static_certs.to_str().unwrap()]);
         let monitoring = manifests.join("overlays/with-monitoring");
         std::fs::create_dir_all(&monitoring).unwrap();
         std::fs::write(
@@ -461,16 +453,8 @@ fn the_configmap_holds_a_config_the_cli_accepts() {
             .unwrap();
         let path = dir.path().join(format!("{variant}.yaml"));
         std::fs::write(&path, config_map["data"]["config.yaml"].as_str().unwrap()).unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
-            .args(["check-config", "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{variant}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let summary = String::from_utf8_lossy(&output.stdout);
+        let summary =
+            common::harbor_pilot_ok(&["check-config", "--config", path.to_str().unwrap()]);
         assert!(
             summary.contains("health: Health probe"),
             "{variant}: no fail-open health check:\n{summary}"

@@ -244,21 +244,20 @@ fn an_unusable_client_ca_file_stops_start_up_naming_the_file() {
     let not_a_ca = dir.path().join("client-ca.pem");
     std::fs::write(&not_a_ca, "not a certificate\n").unwrap();
     for path in [not_a_ca.clone(), dir.path().join("missing.pem")] {
-        let output = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
-            .args([
-                "serve",
-                "--webhook-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--dev-cert-dir")
-            .arg(dir.path().join("dev"))
-            .arg("--client-ca-file")
-            .arg(&path)
-            .env("HARBOR_PILOT_CONFIG", common::example_config_path())
-            .output()
-            .unwrap();
+        let dev = dir.path().join("dev");
+        let output = common::harbor_pilot(&[
+            "serve",
+            "--config",
+            common::example_config_path().to_str().unwrap(),
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--dev-cert-dir",
+            dev.to_str().unwrap(),
+            "--client-ca-file",
+            path.to_str().unwrap(),
+        ]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(&path.display().to_string()), "{stderr}");

@@ -472,3 +472,25 @@ pub fn pod_review(uid: &str, images: &[&str]) -> Value {
         }
     })
 }
+
+/// Runs `harbor-pilot ARGS` in the project root (no `HARBOR_PILOT_*` from the caller's
+/// environment) and returns what it did.
+pub fn harbor_pilot(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
+        .args(args)
+        .env_remove("HARBOR_PILOT_CONFIG")
+        .current_dir(project_root())
+        .output()
+        .unwrap()
+}
+
+/// [`harbor_pilot`] that must succeed; its standard output.
+pub fn harbor_pilot_ok(args: &[&str]) -> String {
+    let output = harbor_pilot(args);
+    assert!(
+        output.status.success(),
+        "harbor-pilot {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
