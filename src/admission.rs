@@ -85,7 +85,7 @@ pub enum Incoming {
     /// A valid AdmissionReview whose object does not read as a Pod (a resource the
     /// webhook should not have been sent, or a malformed Pod).
     Other {
-        /// The request, with its object kept as generic JSON.
+        /// The request; its object and oldObject are skipped, not read.
         request: Box<AdmissionRequest<Unread>>,
         /// Why the object did not read as a Pod.
         error: String,
