@@ -7,7 +7,6 @@
 
 mod common;
 
-
 use serde_json::Value;
 
 const CONFIG: &str = "config/example.yaml";
