@@ -33,6 +33,9 @@ pub const EPHEMERAL_SUBRESOURCE: &str = "ephemeralcontainers";
 const MAX_WARNINGS: usize = 10;
 /// Images quoted in warnings are cut to this many bytes.
 const MAX_QUOTED_IMAGE: usize = 80;
+/// The parser's message, which quotes the repository name whole as Go does, is cut to
+/// this many bytes in a warning.
+const MAX_QUOTED_ERROR: usize = 160;
 
 /// Why a body gets HTTP 400 instead of an AdmissionReview answer.
 #[derive(Debug, thiserror::Error)]
@@ -445,9 +448,10 @@ fn unparsable_warnings(changes: &[Change<'_, '_>]) -> Vec<String> {
         .take(MAX_WARNINGS)
         .map(|(change, error)| {
             format!(
-                "harbor-pilot: {} image {:?} is not a valid image reference ({error}); left unchanged",
+                "harbor-pilot: {} image {:?} is not a valid image reference ({}); left unchanged",
                 change.slot,
-                shorten(&redact::credentials(change.slot.image), MAX_QUOTED_IMAGE)
+                shorten(&redact::credentials(change.slot.image), MAX_QUOTED_IMAGE),
+                shorten(&error.to_string(), MAX_QUOTED_ERROR)
             )
         })
         .collect();

@@ -30,9 +30,6 @@ const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 /// Longest repository path the Go library accepts, counted after `library/` insertion.
 pub const MAX_PATH_LEN: usize = 255;
-/// Error messages quote at most this much of the input, so a 64 KiB image string does
-/// not become a 64 KiB warning.
-const MAX_QUOTED: usize = 128;
 /// A host oci-spec always recognises as a registry, parsed in place of hosts it cannot
 /// read (IPv6, uppercase single labels) and put back afterwards.
 const PLACEHOLDER_HOST: &str = "placeholder.invalid";
@@ -67,6 +64,17 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// Errors oci-spec reports only after the whole string matched the grammar.
+    fn is_past_grammar(error: &OciParseError) -> bool {
+        matches!(
+            error,
+            OciParseError::DigestInvalidFormat
+                | OciParseError::DigestInvalidLength
+                | OciParseError::DigestUnsupported
+                | OciParseError::NameTooLong
+        )
+    }
+
     fn from_oci(error: &OciParseError) -> Self {
         match error {
             OciParseError::DigestInvalidFormat => Self::DigestInvalidFormat,
@@ -98,10 +106,10 @@ impl ImageRef {
         let split = split_domain(input);
         let remote = split.remote();
         if has_uppercase(remote) {
-            return Err(ParseError::RepositoryNotLowercase(shorten(
-                &split.remainder_with_prefix(),
-                MAX_QUOTED,
-            )));
+            // Quoted whole, as Go does; whoever shows it to a person shortens it.
+            return Err(ParseError::RepositoryNotLowercase(
+                split.remainder_with_prefix(),
+            ));
         }
         // Go's grammar classes are ASCII-only; the regex inside oci-spec is Unicode-aware.
         if !input.is_ascii() {
@@ -265,18 +273,34 @@ fn oci_splits_host(host: &str) -> bool {
 }
 
 fn parse_oci(input: &str) -> Result<Reference, ParseError> {
-    Reference::from_str(input).map_err(|error| {
-        let error = ParseError::from_oci(&error);
-        // Go answers "must be lowercase" when only the lowercased string would parse.
+    Reference::from_str(input).map_err(|oci_error| {
+        let error = ParseError::from_oci(&oci_error);
+        // Go answers "must be lowercase" when the lowercased string matches the grammar;
+        // it does not look any further (digest, length) at that string.
         if error == ParseError::InvalidFormat
             && has_uppercase(input)
-            && Reference::from_str(&input.to_ascii_lowercase()).is_ok()
+            && Reference::from_str(&input.to_ascii_lowercase())
+                .err()
+                .is_none_or(|lower| ParseError::is_past_grammar(&lower))
         {
-            ParseError::NameContainsUppercase
-        } else {
-            error
+            return ParseError::NameContainsUppercase;
         }
+        // go-digest knows algorithms by their lowercase names only, and calls one with
+        // an uppercase letter a bad format rather than an unsupported algorithm.
+        if error == ParseError::DigestUnsupported && digest_algorithm_has_uppercase(input) {
+            return ParseError::DigestInvalidFormat;
+        }
+        error
     })
+}
+
+/// Whether the algorithm of the digest in `input` (between the last `@` and the next
+/// `:`) has an uppercase letter.
+fn digest_algorithm_has_uppercase(input: &str) -> bool {
+    input
+        .rsplit_once('@')
+        .and_then(|(_, digest)| digest.split_once(':'))
+        .is_some_and(|(algorithm, _)| has_uppercase(algorithm))
 }
 
 /// Rebuilds `parsed` under another registry; oci-spec offers no setter.
@@ -518,12 +542,38 @@ mod tests {
     }
 
     #[test]
-    fn quotes_at_most_a_bounded_prefix_of_long_names() {
-        let huge = format!("Registry/{}", "a".repeat(70_000));
-        let message = ImageRef::parse(&format!("x/{huge}"))
+    fn quotes_the_whole_repository_name_as_go_does() {
+        // Found by the live oracle: Go quotes the name whole; warnings shorten it.
+        let name = format!("Registry/{}", "a".repeat(300));
+        let message = ImageRef::parse(&format!("x/{name}"))
             .unwrap_err()
             .to_string();
-        assert!(message.len() < 300, "{} bytes", message.len());
+        assert_eq!(
+            message,
+            format!("invalid reference format: repository name (x/{name}) must be lowercase")
+        );
+    }
+
+    // Found by the live oracle (tests/reference_oracle.rs); each answer is Go's.
+    #[rstest]
+    #[case::uppercase_algorithm(
+        "example.com/app:v1@SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ParseError::DigestInvalidFormat
+    )]
+    #[case::unknown_lowercase_algorithm(
+        "example.com/app@sha1:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ParseError::DigestUnsupported
+    )]
+    #[case::bad_host_lowercase_matches_with_unknown_digest(
+        "d29_pks.W.k8s.io/1j@s:ca185a6405acc5daba5777596965ecdd3a0970bf6b5486dd428d674f0f73c0f4",
+        ParseError::NameContainsUppercase
+    )]
+    #[case::uppercase_first_component_too_long_when_lowercased(
+        &format!("not_a_vZalid_host_{}/docker", "x".repeat(250)),
+        ParseError::NameContainsUppercase
+    )]
+    fn reads_bad_references_as_go_does(#[case] input: &str, #[case] expected: ParseError) {
+        assert_eq!(ImageRef::parse(input), Err(expected));
     }
 
     #[rstest]
