@@ -50,8 +50,10 @@ pub enum Command {
 /// `harbor-pilot certs`
 #[derive(Debug, Args)]
 pub struct CertsArgs {
-    /// Directory to write ca.crt, tls.crt, tls.key, secret.yaml and
-    /// webhook-ca-bundle.yaml into (created if missing; files are replaced).
+    /// Directory to write ca.crt, ca.key, tls.crt, tls.key, secret.yaml and
+    /// webhook-ca-bundle.yaml into (created if missing; files are replaced). When it
+    /// already holds ca.crt and ca.key, that CA signs the new certificate and the
+    /// caBundle stays the same: renew by running the same command again.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// The webhook's Service.
@@ -63,9 +65,21 @@ pub struct CertsArgs {
     /// The TLS Secret the Deployment mounts.
     #[arg(long, default_value = "harbor-pilot-tls")]
     pub secret_name: String,
-    /// Validity of the CA and the certificate, in days.
+    /// More DNS names or IP addresses for the certificate, for a webhook the API server
+    /// reaches by `clientConfig.url` (repeatable).
+    #[arg(long = "extra-name", value_name = "NAME")]
+    pub extra_names: Vec<String>,
+    /// Validity of the serving certificate, in days (never past the CA's).
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub days: u32,
+    /// Validity of a new CA, in days.
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub ca_days: u32,
+    /// Make a new CA even when --out holds one. The caBundle then trusts the new and
+    /// the previous CA, so the webhook keeps working while the new certificate reaches
+    /// the pods; run certs again without it later to drop the old CA.
+    #[arg(long)]
+    pub new_ca: bool,
 }
 
 /// `harbor-pilot export`

@@ -80,20 +80,42 @@ fn create_dir(path: &Path) -> Result<(), CommandError> {
     })
 }
 
-/// `harbor-pilot certs`: a CA, a serving certificate for the Service, and the
-/// manifests for the static-certs overlay.
+/// `harbor-pilot certs`: a serving certificate for the Service, signed by the CA in the
+/// output directory when there is one (a renewal that leaves the webhook's `caBundle`
+/// as it is) or by a new CA, and the manifests for the static-certs overlay.
 pub fn certs(args: &CertsArgs, out: &mut dyn Write) -> Result<(), CommandError> {
-    let issued = crate::certs::issue(
-        &args.service,
-        &args.namespace,
-        &args.secret_name,
-        args.days,
-        time::OffsetDateTime::now_utc(),
-    )
-    .map_err(CommandError::Certs)?;
+    let ca_cert_path = args.out.join("ca.crt");
+    let ca_key_path = args.out.join("ca.key");
+    let existing = match (read_optional(&ca_cert_path)?, read_optional(&ca_key_path)?) {
+        (Some(cert_pem), Some(key_pem)) => Some(crate::tls::CaPair { cert_pem, key_pem }),
+        // Half a CA (a ca.crt from an older version, which kept no key): a new CA,
+        // bundled with the old one.
+        _ => None,
+    };
+    let previous = read_optional(&ca_cert_path)?;
+    let now = time::OffsetDateTime::now_utc();
+    let ca = match &existing {
+        Some(pair) if !args.new_ca => crate::certs::Ca::Existing(pair),
+        _ => crate::certs::Ca::New {
+            days: args.ca_days,
+            // Keep trusting the previous CA while the new certificate reaches the pods.
+            previous: previous
+                .as_deref()
+                .filter(|pem| crate::tls::not_after(pem).is_some_and(|t| t > now)),
+        },
+    };
+    let request = crate::certs::Request {
+        service: &args.service,
+        namespace: &args.namespace,
+        secret_name: &args.secret_name,
+        extra_names: &args.extra_names,
+        days: args.days,
+    };
+    let issued = crate::certs::issue(&request, ca, now).map_err(CommandError::Certs)?;
     create_dir(&args.out)?;
     let files = [
-        ("ca.crt", issued.issued.ca_pem.as_str(), 0o644),
+        ("ca.crt", issued.issued.ca_pem(), 0o644),
+        ("ca.key", issued.issued.ca.key_pem.as_str(), 0o600),
         ("tls.crt", issued.issued.cert_pem.as_str(), 0o644),
         ("tls.key", issued.issued.key_pem.as_str(), 0o600),
         ("secret.yaml", issued.secret_yaml.as_str(), 0o600),
@@ -108,12 +130,45 @@ pub fn certs(args: &CertsArgs, out: &mut dyn Write) -> Result<(), CommandError> 
         write_file(&path, contents, mode)?;
         writeln!(out, "wrote {}", path.display())?;
     }
+    let date = |t: time::OffsetDateTime| t.date().to_string();
+    let ca_until = crate::tls::not_after(issued.issued.ca_pem()).map_or_else(String::new, date);
+    if issued.new_ca {
+        writeln!(out, "made a new CA, valid until {ca_until}")?;
+    } else {
+        writeln!(
+            out,
+            "reused the CA in {}, valid until {ca_until}: the webhook's caBundle is unchanged",
+            ca_cert_path.display()
+        )?;
+    }
+    if issued.ca_bundle_pem != issued.issued.ca_pem() {
+        writeln!(
+            out,
+            "the caBundle trusts the previous CA too, so pods still serving the old certificate \
+             keep working; once they have reloaded (a minute or two), run certs again without \
+             --new-ca and apply, to drop it"
+        )?;
+    }
     writeln!(
         out,
-        "certificate for {}.{}.svc, valid {} days; keys are secret: do not commit them",
-        args.service, args.namespace, args.days
+        "certificate for {}.{}.svc, valid until {}; keys are secret: do not commit them",
+        args.service,
+        args.namespace,
+        date(issued.issued.not_after)
     )?;
     Ok(())
+}
+
+/// The file's text, `None` when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<String>, CommandError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CommandError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// `harbor-pilot export talos`: the patch on `out`.

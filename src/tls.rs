@@ -389,23 +389,97 @@ fn generate_dev_pems(now: time::OffsetDateTime) -> Result<(String, String, Strin
         now,
         90,
     )?;
-    Ok((issued.ca_pem, issued.cert_pem, issued.key_pem))
+    Ok((issued.ca.cert_pem, issued.cert_pem, issued.key_pem))
 }
 
-/// A new CA and a serving certificate it signed, PEM.
+/// A CA: its certificate and key, PEM.
+#[derive(Debug, Clone)]
+pub struct CaPair {
+    /// The CA certificate: what clients trust.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// A serving certificate and the CA that signed it, PEM.
 #[derive(Debug, Clone)]
 pub struct Issued {
-    /// The CA certificate: what clients trust.
-    pub ca_pem: String,
+    /// The CA.
+    pub ca: CaPair,
     /// The serving certificate.
     pub cert_pem: String,
     /// The serving certificate's key (PKCS#8).
     pub key_pem: String,
+    /// When the serving certificate expires (it never outlives its CA).
+    pub not_after: time::OffsetDateTime,
 }
 
-/// Makes a CA (its key is discarded: to renew, issue again) and an ECDSA P-256
-/// serving certificate for `names` (DNS names or IP addresses), both valid from an hour
-/// before `now` for `days` days.
+impl Issued {
+    /// The CA certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+}
+
+/// Makes a CA valid from an hour before `now` for `days` days.
+pub fn new_ca(name: &str, now: time::OffsetDateTime, days: u32) -> Result<CaPair, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok(CaPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// When the first certificate in `pem` expires; `None` when it does not parse.
+pub fn not_after(pem: &str) -> Option<time::OffsetDateTime> {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    time::OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp()).ok()
+}
+
+/// Issues an ECDSA P-256 serving certificate for `names` (DNS names or IP addresses),
+/// signed by `ca`, valid from an hour before `now` for `days` days but never past the
+/// CA's own expiry.
+pub fn issue_with_ca(
+    ca: &CaPair,
+    names: &[String],
+    leaf_name: &str,
+    now: time::OffsetDateTime,
+    days: u32,
+) -> Result<Issued, rcgen::Error> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let ca_not_after = not_after(&ca.cert_pem).ok_or(rcgen::Error::CouldNotParseCertificate)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, leaf_name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = (now + time::Duration::days(i64::from(days))).min(ca_not_after);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(Issued {
+        ca: ca.clone(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        not_after: params.not_after,
+    })
+}
+
+/// Makes a CA and a serving certificate for `names`, both valid from an hour before
+/// `now` for `days` days.
 pub fn issue_with_new_ca(
     names: &[String],
     ca_name: &str,
@@ -413,36 +487,8 @@ pub fn issue_with_new_ca(
     now: time::OffsetDateTime,
     days: u32,
 ) -> Result<Issued, rcgen::Error> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name);
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now - time::Duration::hours(1);
-    ca_params.not_after = now + time::Duration::days(i64::from(days));
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-
-    let mut leaf_params = CertificateParams::new(names.to_vec())?;
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, leaf_name);
-    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf_params.not_before = ca_params.not_before;
-    leaf_params.not_after = ca_params.not_after;
-    let leaf_key = KeyPair::generate()?;
-    let leaf_cert = leaf_params.signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))?;
-    Ok(Issued {
-        ca_pem: ca_cert.pem(),
-        cert_pem: leaf_cert.pem(),
-        key_pem: leaf_key.serialize_pem(),
-    })
+    let ca = new_ca(ca_name, now, days)?;
+    issue_with_ca(&ca, names, leaf_name, now, days)
 }
 
 /// Writes `contents` to `path` with permissions `mode` (the file is replaced).

@@ -283,3 +283,59 @@ fn a_missing_config_file_is_named() {
         stderr(&output)
     );
 }
+
+/// The caBundle in `webhook-ca-bundle.yaml`, decoded.
+fn ca_bundle(dir: &std::path::Path) -> String {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(dir.join("webhook-ca-bundle.yaml")).unwrap();
+    let patch: Value = yaml_serde::from_str(&text).unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(patch[0]["value"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn certs_renews_with_the_same_ca_and_rotates_the_ca_with_an_overlap() {
+    // The API server checks the serving certificate against caBundle on every new
+    // connection: a caBundle that changes before the Secret reaches the pods would make
+    // it fail open until then. Renewal keeps the CA; a CA rotation bundles both.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("generated");
+    let certs = |extra: &[&str]| {
+        let mut args = vec!["certs", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let output = harbor_pilot(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let first = certs(&[]);
+    assert!(first.contains("made a new CA"), "{first}");
+    let ca = std::fs::read_to_string(out.join("ca.crt")).unwrap();
+    let leaf = std::fs::read_to_string(out.join("tls.crt")).unwrap();
+    assert_eq!(ca_bundle(&out), ca);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(out.join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let renewed = certs(&[]);
+    assert!(renewed.contains("reused the CA"), "{renewed}");
+    assert_eq!(std::fs::read_to_string(out.join("ca.crt")).unwrap(), ca);
+    assert_eq!(ca_bundle(&out), ca);
+    assert_ne!(std::fs::read_to_string(out.join("tls.crt")).unwrap(), leaf);
+
+    let rotated = certs(&["--new-ca"]);
+    assert!(rotated.contains("trusts the previous CA too"), "{rotated}");
+    let new_ca = std::fs::read_to_string(out.join("ca.crt")).unwrap();
+    assert_ne!(new_ca, ca);
+    assert_eq!(ca_bundle(&out), format!("{new_ca}{ca}"));
+
+    let settled = certs(&[]);
+    assert!(settled.contains("reused the CA"), "{settled}");
+    assert_eq!(ca_bundle(&out), new_ca);
+}
