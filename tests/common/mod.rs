@@ -10,7 +10,9 @@
 
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod h2raw;
+pub mod injector;
 pub mod process;
 pub mod registry;
 pub mod server;

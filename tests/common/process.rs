@@ -1,7 +1,10 @@
-//! `harbor-pilot serve` as a child process, its JSON log read line by line.
+//! Child processes of the tests: [`Proc`] for any program (killed by its PID on drop,
+//! also when a test fails), and [`Serve`] for `harbor-pilot serve` with its JSON log
+//! read line by line.
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -125,4 +128,89 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Self {
+        let log = std::fs::File::create(log).unwrap();
+        let child = command
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{name} cannot be started ({e}): scripts/test installs it (Debian) or builds it (scripts/cluster-tools)")
+            });
+        Self { name, child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the process now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago. The processes here cannot take an open socket,
+/// so a start that loses the port to someone else is retried with another.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_listening(process: &mut Proc, port: u16, log: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if process.exited() {
+            return false;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{} did not listen on {port}: {}",
+        process.name,
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+pub fn start_with_retry(
+    name: &'static str,
+    mut make: impl FnMut(u16) -> (Command, PathBuf),
+) -> (Proc, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let (mut command, log) = make(port);
+        let mut process = Proc::spawn(name, &mut command, &log);
+        if wait_listening(&mut process, port, &log) {
+            return (process, port);
+        }
+        // Lost the port to another process (or failed): try another port.
+    }
+    panic!("{name} would not start; see its log in the test's temporary directory");
 }

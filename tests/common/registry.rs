@@ -5,83 +5,21 @@
 //! when the stand-in is dropped, also when a test fails.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tempfile::TempDir;
 
 use super::certs::TestCa;
 use super::client::{Client, Proto};
+use super::process::{Proc, start_with_retry, wait_listening};
 
 pub const PROJECT: &str = "docker-hub-proxy";
 const ACCEPT_MANIFESTS: &str = "application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
-
-/// A child process killed (SIGKILL) and reaped on drop.
-pub struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Self {
-        let log = std::fs::File::create(log).unwrap();
-        let child = command
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{name} cannot be started ({e}): install Debian's `{name}` package (scripts/test does)")
-            });
-        Self { name, child }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago. The processes here cannot take an open socket,
-/// so a start that loses the port to someone else is retried with another.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(process: &mut Proc, port: u16, log: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if process.exited() {
-            return false;
-        }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "{} did not listen on {port}: {}",
-        process.name,
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
 
 /// The stand-in. `harbor()` is its `host:port`.
 pub struct HarborStandIn {
@@ -421,22 +359,6 @@ impl HangProbe {
     pub fn stop(&self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-fn start_with_retry(
-    name: &'static str,
-    mut make: impl FnMut(u16) -> (Command, PathBuf),
-) -> (Proc, u16) {
-    for _ in 0..5 {
-        let port = free_port();
-        let (mut command, log) = make(port);
-        let mut process = Proc::spawn(name, &mut command, &log);
-        if wait_listening(&mut process, port, &log) {
-            return (process, port);
-        }
-        // Lost the port to another process (or failed): try another port.
-    }
-    panic!("{name} would not start; see its log in the test's temporary directory");
 }
 
 /// A `/api/v2.0/health` answer with every Harbor component healthy except `unhealthy`

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn tools_dir() -> PathBuf {
+/// `target/tools`, or `$HARBOR_PILOT_TOOLS`.
+pub fn tools_dir() -> PathBuf {
     std::env::var_os("HARBOR_PILOT_TOOLS")
         .map(PathBuf::from)
         .unwrap_or_else(|| super::project_root().join("target/tools"))
