@@ -10,8 +10,8 @@ mod support;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use harbor_pilot::admission::{Harbor, encode_review, parse_review, review};
-use harbor_pilot::config::Config;
+use harbor_pilot_core::admission::{Harbor, encode_review, parse_review, review};
+use harbor_pilot_core::config::Config;
 
 fn full_review(c: &mut Criterion) {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml"))

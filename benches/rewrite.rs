@@ -6,9 +6,9 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use harbor_pilot::config::Config;
-use harbor_pilot::reference::ImageRef;
-use harbor_pilot::rules::RuleSet;
+use harbor_pilot_core::config::Config;
+use harbor_pilot_core::reference::ImageRef;
+use harbor_pilot_core::rules::CachedRules;
 
 const DIGEST: &str = "sha256:d5f8217feeac4887cb1ed21f27c2674e58be06bd8f5184cacea2a69abaf78dce";
 
@@ -33,7 +33,7 @@ fn cases() -> Vec<(&'static str, String)> {
 }
 
 /// A rule set with `n` upstreams (the example's four first, then made-up ones).
-fn rules_with(n: usize) -> RuleSet {
+fn rules_with(n: usize) -> CachedRules {
     let mut yaml = String::from(
         "harbor: harbor.example.com\nproxies:\n  docker.io: docker-hub-proxy\n  ghcr.io: ghcr-proxy\n  quay.io: quay-proxy\n  registry.k8s.io: registry-k8s-proxy\n",
     );
@@ -58,7 +58,7 @@ fn decide_afresh(c: &mut Criterion) {
         let rules = rules_with(rule_count);
         for (name, image) in cases() {
             group.bench_with_input(BenchmarkId::new(name, rule_count), &image, |b, image| {
-                b.iter(|| rules.decide_afresh(black_box(image)))
+                b.iter(|| rules.rule_set().decide(black_box(image)))
             });
         }
     }

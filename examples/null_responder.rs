@@ -1,5 +1,5 @@
 //! The load benchmark's ceiling: the same TLS and HTTP stack as `harbor-pilot serve`
-//! (rustls, hyper, axum, `server::serve_tls`), answering POST /mutate by reading the
+//! (rustls, hyper, axum, `server::serve`), answering POST /mutate by reading the
 //! whole review, taking its uid, and allowing it without a patch.
 //!
 //! `null_responder <ADDR> <CERT_DIR>`: serves the development certificate in CERT_DIR
@@ -73,12 +73,11 @@ async fn main() {
         listener.local_addr().unwrap()
     );
     let router = Router::new().route("/mutate", post(mutate));
-    server::serve_tls(
+    server::serve(
         listener,
-        config,
+        server::Transport::Tls(config, Metrics::new().unwrap()),
         router,
         ConnectionLimits::default(),
-        Metrics::new().unwrap(),
         async {
             shutdown::signal().await;
         },

@@ -2,9 +2,9 @@
 //!
 //! `/readyz` answers 200 only between "configuration and certificate loaded, webhook
 //! port bound" and "shutting down"; it does not depend on Harbor, so a Harbor outage
-//! never takes the webhook out of its Service.
+//! never takes the webhook out of its Service. Served by [`crate::server::serve`] with the
+//! webhook port's connection cap, deadlines and drain.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,10 +13,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
@@ -74,29 +70,5 @@ async fn metrics_text(State(state): State<AdminState>) -> Response {
             tracing::error!(%error, "cannot encode metrics");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
         }
-    }
-}
-
-/// Serves `router` over plain HTTP/1.1 and HTTP/2 until `stop` completes.
-pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(5));
-    let builder = Arc::new(builder);
-    tokio::pin!(stop);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = crate::server::accept(&listener) => accepted,
-            () = &mut stop => return,
-        };
-        let builder = Arc::clone(&builder);
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
     }
 }

@@ -14,13 +14,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Readiness};
-use crate::config::{self, ConfigError};
-use crate::gate::HarborGate;
+use crate::config::{self, LoadError};
 use crate::metrics::Metrics;
 use crate::probe::{self, ProbeSetupError, Prober};
-use crate::server::{self, ConnectionLimits, ServeError};
+use crate::server::{self, ConnectionLimits, ServeError, Transport};
 use crate::tls::{self, CertPaths, CertStore, TlsError};
 use crate::webhook::{self, WebhookState};
+use harbor_pilot_core::gate::HarborGate;
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct Settings {
 pub enum StartError {
     /// The configuration is missing or invalid.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] LoadError),
     /// The certificate is missing or invalid.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -93,8 +93,13 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Binds `addr` and serves `/livez`, `/readyz` (not ready yet) and `/metrics`.
-    pub async fn start(addr: SocketAddr) -> Result<Self, StartError> {
+    /// Binds `addr` and serves `/livez`, `/readyz` (not ready yet) and `/metrics`, with
+    /// the same connection cap, deadlines and drain as the webhook port.
+    pub async fn start(
+        addr: SocketAddr,
+        limits: ConnectionLimits,
+        drain: Duration,
+    ) -> Result<Self, StartError> {
         let metrics = Metrics::new()?;
         let readiness = Readiness::default();
         let listener = server::bind(addr).await?;
@@ -103,9 +108,16 @@ impl Admin {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = admin::router(readiness.clone(), metrics.clone());
-        let task = tokio::spawn(admin::serve(listener, router, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(server::serve(
+            listener,
+            Transport::Plain,
+            router,
+            limits,
+            async {
+                let _ = stopped.await;
+            },
+            drain,
+        ));
         tracing::info!(%addr, "admin port listening (/livez, /readyz, /metrics)");
         Ok(Self {
             addr,
@@ -223,12 +235,11 @@ impl Webhook {
             gate,
         });
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve_tls(
+        let task = tokio::spawn(server::serve(
             listener,
-            tls_config,
+            Transport::Tls(tls_config, metrics),
             router,
             settings.limits,
-            metrics,
             async {
                 let _ = stopped.await;
             },
@@ -272,7 +283,7 @@ pub async fn run<F>(settings: Settings, shutdown: F) -> Result<(), StartError>
 where
     F: Future<Output = &'static str>,
 {
-    let admin = Admin::start(settings.admin_addr).await?;
+    let admin = Admin::start(settings.admin_addr, settings.limits, settings.drain_timeout).await?;
     let webhook = match Webhook::start(&settings, &admin).await {
         Ok(webhook) => webhook,
         Err(error) => {

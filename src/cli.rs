@@ -11,7 +11,7 @@ use crate::app::{Settings, TlsSource};
 use crate::server::ConnectionLimits;
 use crate::telemetry::LogFormat;
 use crate::tls::CertPaths;
-use crate::units::{parse_duration, parse_size};
+use harbor_pilot_core::units::{parse_duration, parse_size};
 
 /// Sends Kubernetes image pulls through Harbor proxy-cache projects.
 ///

@@ -5,21 +5,23 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::admission::{self, Harbor, ReviewError};
 use crate::cli::{
     CertsArgs, CheckConfigArgs, ExportContainerdArgs, ExportTalosArgs, OutputFormat, ReviewArgs,
     RewriteArgs, ScanArgs,
 };
-use crate::config::{self, Config, ConfigError};
-use crate::rules::Decision;
-use crate::scan::{self, ScanError};
+use crate::config::{self, LoadError};
+use harbor_pilot_core::admission::{self, Harbor, ReviewError};
+use harbor_pilot_core::config::Config;
+use harbor_pilot_core::rules::Decision;
+use harbor_pilot_core::scan::{self, ScanError};
+use harbor_pilot_core::verdict::Verdict;
 
 /// Why a subcommand failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The configuration could not be loaded.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] LoadError),
     /// An input file could not be read.
     #[error("cannot read {}", path.display())]
     Read {
@@ -174,7 +176,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, CommandError> {
 /// `harbor-pilot export talos`: the patch on `out`.
 pub fn export_talos(args: &ExportTalosArgs, out: &mut dyn Write) -> Result<(), CommandError> {
     let config = config::load(&args.config.config)?;
-    out.write_all(crate::export::talos_patch(&config.rules).as_bytes())?;
+    out.write_all(harbor_pilot_core::export::talos_patch(config.rules.rule_set()).as_bytes())?;
     Ok(())
 }
 
@@ -184,7 +186,7 @@ pub fn export_containerd(
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
     let config = config::load(&args.config.config)?;
-    for file in crate::export::containerd_hosts(&config.rules) {
+    for file in harbor_pilot_core::export::containerd_hosts(config.rules.rule_set()) {
         let dir = args.dir.join(&file.dir);
         create_dir(&dir)?;
         let path = dir.join("hosts.toml");
@@ -238,14 +240,14 @@ pub fn review(
     if args.explain {
         writeln!(err, "outcome: {}", reviewed.outcome.as_str())?;
         for change in &reviewed.changes {
-            let result = match &change.decision {
-                Decision::Rewrite(r) => r.image.as_str(),
-                Decision::Keep(_) => "(unchanged)",
+            let result = match &change.verdict {
+                Verdict::Rewrite(r) => r.image.as_str(),
+                Verdict::Keep(_) => "(unchanged)",
             };
             writeln!(
                 err,
                 "{}\t{}\t{result}\t{}",
-                change.slot, change.slot.image, change.decision
+                change.slot, change.slot.image, change.verdict
             )?;
         }
     }
@@ -301,11 +303,21 @@ pub fn check_config(args: &CheckConfigArgs, out: &mut dyn Write) -> Result<(), C
         )?,
         Some(h) => writeln!(
             out,
-            "health: {:?} probe of {} every {:?} (timeout {:?}); down after {} failures, up after {} successes",
-            h.kind, h.target.url, h.interval, h.timeout, h.failure_threshold, h.success_threshold
+            "health: {:?} probe of {} every {:?} (timeout {:?}); down after {}, up after {}",
+            h.kind,
+            h.target.url,
+            h.interval,
+            h.timeout,
+            count(h.failure_threshold, "failure", "failures"),
+            count(h.success_threshold, "success", "successes"),
         )?,
     }
     Ok(())
+}
+
+/// `1 failure`, `2 failures`.
+fn count(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn read_input(path: &Path, stdin: &mut dyn Read) -> Result<Vec<u8>, CommandError> {

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use harbor_pilot::cli::{Cli, Command, ExportCommand, ServeArgs};
 use harbor_pilot::{app, commands, shutdown, telemetry};
+use harbor_pilot_core::config::ConfigError;
 
 fn main() -> ExitCode {
     let result = match &Cli::parse().command {
@@ -16,11 +17,35 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // `{:#}` prints the whole cause chain on one line.
-            let _ = writeln!(io::stderr(), "error: {error:#}");
+            report(&error);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints `error` on stderr: the whole cause chain on one line (`{:#}`), except that a
+/// configuration file with several problems gets one line per problem.
+fn report(error: &anyhow::Error) {
+    let mut stderr = io::stderr().lock();
+    let mut context = Vec::new();
+    for cause in error.chain() {
+        if let Some(ConfigError::Invalid(problems)) = cause.downcast_ref::<ConfigError>()
+            && problems.len() > 1
+        {
+            let _ = writeln!(
+                stderr,
+                "error: {}: {} problems",
+                context.join(": "),
+                problems.len()
+            );
+            for problem in problems {
+                let _ = writeln!(stderr, "  {problem}");
+            }
+            return;
+        }
+        context.push(cause.to_string());
+    }
+    let _ = writeln!(stderr, "error: {error:#}");
 }
 
 /// The webhook: logging, an async runtime, and the server until SIGTERM/SIGINT.

@@ -1,8 +1,9 @@
 //! Prometheus metrics in an owned registry.
 //!
-//! Every label value comes from a closed set: operations and outcomes are enums, the
-//! upstream is a key of the configuration, the skip reason is [`Keep::as_str`]. Never a
-//! namespace, an image or an error text, so the series count cannot grow with traffic.
+//! Every label value comes from a closed set: operations, outcomes and reasons are the
+//! core's enums, the upstream is a key of the configuration, the rest are the [`Label`]
+//! enums here. Never a namespace, an image or an error text, so the series count cannot
+//! grow with traffic.
 
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::admission::Outcome;
-use crate::patch::Change;
-use crate::rules::{Decision, Keep};
+use harbor_pilot_core::admission::{OPERATION_LABELS, Outcome};
+use harbor_pilot_core::patch::Change;
+use harbor_pilot_core::verdict::{Reason, Verdict};
 
 const NAMESPACE: &str = "harbor_pilot";
 
@@ -28,20 +29,6 @@ pub enum Rejection {
     Timeout,
 }
 
-impl Rejection {
-    fn as_str(self) -> &'static str {
-        match self {
-            Rejection::BadRequest => "bad_request",
-            Rejection::PayloadTooLarge => "payload_too_large",
-            Rejection::Timeout => "timeout",
-        }
-    }
-}
-
-/// Operation label for requests whose operation is unknown (rejected bodies).
-const UNKNOWN_OPERATION: &str = "unknown";
-const OPERATIONS: [&str; 4] = ["CREATE", "UPDATE", "DELETE", "CONNECT"];
-
 /// Why a TLS handshake did not complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeFailure {
@@ -50,6 +37,64 @@ pub enum HandshakeFailure {
     /// The handshake failed (protocol version, certificate, garbage).
     Error,
 }
+
+/// How an attempt to load a changed certificate ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// Loaded and served.
+    Success,
+    /// Did not load; the old pair stays.
+    Error,
+}
+
+/// How one Harbor health probe ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// Harbor answered as healthy.
+    Success,
+    /// It did not.
+    Failure,
+}
+
+/// A change of Harbor's availability, after the thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Images are rewritten again.
+    Up,
+    /// Admissions fail open.
+    Down,
+}
+
+/// A closed set of label values: every value is registered at zero before any event,
+/// and `as_str` can return nothing else (each enum's test checks its list).
+pub trait Label: Copy + 'static {
+    /// Every value.
+    const ALL: &'static [Self];
+    /// The label value.
+    fn as_str(self) -> &'static str;
+}
+
+macro_rules! labels {
+    ($type:ty { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl Label for $type {
+            const ALL: &'static [Self] = &[$(<$type>::$variant),*];
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(<$type>::$variant => $text),*
+                }
+            }
+        }
+    };
+}
+
+labels!(Rejection { BadRequest => "bad_request", PayloadTooLarge => "payload_too_large", Timeout => "timeout" });
+labels!(HandshakeFailure { Timeout => "timeout", Error => "error" });
+labels!(ReloadResult { Success => "success", Error => "error" });
+labels!(ProbeResult { Success => "success", Failure => "failure" });
+labels!(Transition { Up => "up", Down => "down" });
+
+/// Operation label for requests whose operation is unknown (rejected bodies).
+const UNKNOWN_OPERATION: &str = "unknown";
 
 /// The metrics harbor-pilot exports.
 #[derive(Debug, Clone)]
@@ -182,33 +227,21 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for operation in OPERATIONS {
-            for outcome in Outcome::LABELS {
-                admission_requests.with_label_values(&[operation, outcome]);
+        for operation in OPERATION_LABELS {
+            for outcome in Outcome::ALL {
+                admission_requests.with_label_values(&[operation, outcome.as_str()]);
             }
         }
-        for rejection in [
-            Rejection::BadRequest,
-            Rejection::PayloadTooLarge,
-            Rejection::Timeout,
-        ] {
+        for rejection in Rejection::ALL {
             admission_requests.with_label_values(&[UNKNOWN_OPERATION, rejection.as_str()]);
         }
-        for reason in Keep::LABELS {
+        for reason in Reason::LABELS {
             images_skipped.with_label_values(&[reason]);
         }
-        for result in ["success", "error"] {
-            tls_reloads.with_label_values(&[result]);
-        }
-        for reason in ["timeout", "error"] {
-            tls_handshake_failures.with_label_values(&[reason]);
-        }
-        for result in ["success", "failure"] {
-            harbor_probes.with_label_values(&[result]);
-        }
-        for state in ["up", "down"] {
-            harbor_transitions.with_label_values(&[state]);
-        }
+        register_all::<ReloadResult>(&tls_reloads);
+        register_all::<HandshakeFailure>(&tls_handshake_failures);
+        register_all::<ProbeResult>(&harbor_probes);
+        register_all::<Transition>(&harbor_transitions);
         // Without a health check the gate is always open.
         harbor_up.set(1);
 
@@ -252,13 +285,11 @@ impl Metrics {
             self.fail_open_admissions.inc();
         }
         for change in changes {
-            match &change.decision {
-                Decision::Rewrite(r) => {
-                    self.images_rewritten.with_label_values(&[r.upstream]).inc()
-                }
-                Decision::Keep(keep) => self
+            match &change.verdict {
+                Verdict::Rewrite(r) => self.images_rewritten.with_label_values(&[r.upstream]).inc(),
+                Verdict::Keep(reason) => self
                     .images_skipped
-                    .with_label_values(&[keep.as_str()])
+                    .with_label_values(&[reason.as_str()])
                     .inc(),
             }
         }
@@ -273,9 +304,8 @@ impl Metrics {
     }
 
     /// Counts a certificate reload attempt.
-    pub fn observe_tls_reload(&self, success: bool) {
-        let result = if success { "success" } else { "error" };
-        self.tls_reloads.with_label_values(&[result]).inc();
+    pub fn observe_tls_reload(&self, result: ReloadResult) {
+        self.tls_reloads.with_label_values(&[result.as_str()]).inc();
     }
 
     /// Records the notAfter of the certificate now served.
@@ -287,12 +317,8 @@ impl Metrics {
 
     /// Counts a handshake that did not complete.
     pub fn observe_handshake_failure(&self, failure: HandshakeFailure) {
-        let reason = match failure {
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Error => "error",
-        };
         self.tls_handshake_failures
-            .with_label_values(&[reason])
+            .with_label_values(&[failure.as_str()])
             .inc();
     }
 
@@ -302,15 +328,18 @@ impl Metrics {
     }
 
     /// Counts one Harbor probe.
-    pub fn observe_harbor_probe(&self, success: bool, elapsed: Duration) {
-        let result = if success { "success" } else { "failure" };
-        self.harbor_probes.with_label_values(&[result]).inc();
+    pub fn observe_harbor_probe(&self, result: ProbeResult, elapsed: Duration) {
+        self.harbor_probes
+            .with_label_values(&[result.as_str()])
+            .inc();
         self.harbor_probe_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a change of Harbor's availability (`up` or `down`).
-    pub fn observe_harbor_transition(&self, to: &'static str) {
-        self.harbor_transitions.with_label_values(&[to]).inc();
+    /// Counts a change of Harbor's availability.
+    pub fn observe_harbor_transition(&self, to: Transition) {
+        self.harbor_transitions
+            .with_label_values(&[to.as_str()])
+            .inc();
     }
 
     /// The registry in the Prometheus text format (0.0.4), and its content type.
@@ -322,9 +351,38 @@ impl Metrics {
     }
 }
 
+/// Makes every value of `L` visible at zero.
+fn register_all<L: Label>(family: &IntCounterVec) {
+    for value in L::ALL {
+        family.with_label_values(&[value.as_str()]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_lists_are_complete_and_distinct() {
+        fn check<L: Label + PartialEq + std::fmt::Debug>(every: &[L]) {
+            for value in every {
+                assert!(L::ALL.contains(value), "{value:?} missing from ALL");
+            }
+            let texts: std::collections::BTreeSet<_> = L::ALL.iter().map(|l| l.as_str()).collect();
+            assert_eq!(texts.len(), L::ALL.len());
+        }
+        // Each list written out by variant: a variant added to an enum and not to its
+        // `labels!` line fails to compile in the `match` the macro writes.
+        check(&[
+            Rejection::BadRequest,
+            Rejection::PayloadTooLarge,
+            Rejection::Timeout,
+        ]);
+        check(&[HandshakeFailure::Timeout, HandshakeFailure::Error]);
+        check(&[ReloadResult::Success, ReloadResult::Error]);
+        check(&[ProbeResult::Success, ProbeResult::Failure]);
+        check(&[Transition::Up, Transition::Down]);
+    }
 
     fn text(metrics: &Metrics) -> String {
         String::from_utf8(metrics.encode().unwrap().0).unwrap()
@@ -358,7 +416,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         metrics.observe_review("CREATE", Outcome::Unchanged, Duration::from_micros(30), &[]);
         metrics.observe_rejection(Rejection::PayloadTooLarge, Duration::from_micros(5));
-        metrics.observe_tls_reload(false);
+        metrics.observe_tls_reload(ReloadResult::Error);
         metrics.set_cert_not_after(1_800_000_000);
         let text = text(&metrics);
         assert!(text.contains("operation=\"CREATE\",outcome=\"unchanged\"} 1"));

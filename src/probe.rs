@@ -26,9 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::config::{HealthCheck, ProbeKind};
-use crate::gate::{Availability, HarborGate, Hysteresis};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProbeResult, Transition};
+use crate::tls::pem;
+use harbor_pilot_core::config::{HealthCheck, ProbeKind};
+use harbor_pilot_core::gate::{Availability, HarborGate, Hysteresis};
 
 /// Largest health answer read; Harbor's is a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -36,6 +37,15 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Why the prober cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeSetupError {
+    /// `health.caFile` cannot be read, or holds no certificate.
+    #[error("health.caFile: {}", path.display())]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: pem::PemError,
+    },
     /// A certificate of `health.caFile` is not usable as a trust anchor.
     #[error("health.caFile: a certificate cannot be used as a trust anchor")]
     CaCertificate(#[source] rustls::Error),
@@ -276,9 +286,13 @@ fn client_config(check: &HealthCheck) -> Result<Arc<ClientConfig>, ProbeSetupErr
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
-        if let Some(pem) = &check.ca_pem {
-            use rustls_pki_types::pem::PemObject as _;
-            for cert in CertificateDer::pem_slice_iter(pem).flatten() {
+        if let Some(path) = &check.ca_file {
+            let certificates =
+                pem::read_certificates(path).map_err(|source| ProbeSetupError::CaFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            for cert in certificates {
                 roots.add(cert).map_err(ProbeSetupError::CaCertificate)?;
             }
         }
@@ -351,16 +365,25 @@ pub fn spawn(prober: Prober, gate: HarborGate, metrics: Metrics) -> JoinHandle<(
             ticker.tick().await;
             let started = Instant::now();
             let result = prober.probe().await;
-            metrics.observe_harbor_probe(result.is_ok(), started.elapsed());
+            let outcome = if result.is_ok() {
+                ProbeResult::Success
+            } else {
+                ProbeResult::Failure
+            };
+            metrics.observe_harbor_probe(outcome, started.elapsed());
             if let Err(error) = &result {
-                tracing::debug!(url = %check.target.url, error = %crate::tls::error_chain(error), "Harbor probe failed");
+                tracing::debug!(url = %check.target.url, error = %harbor_pilot_core::chain::one_line(error), "Harbor probe failed");
             }
             let Some(state) = hysteresis.observe(result.is_ok()) else {
                 continue;
             };
             gate.set(state);
             metrics.set_harbor_up(state == Availability::Up);
-            metrics.observe_harbor_transition(state.as_str());
+            metrics.observe_harbor_transition(if state == Availability::Up {
+                Transition::Up
+            } else {
+                Transition::Down
+            });
             match (state, &result) {
                 (Availability::Up, _) => {
                     tracing::info!(url = %check.target.url, "Harbor is available; rewriting images")
@@ -368,7 +391,7 @@ pub fn spawn(prober: Prober, gate: HarborGate, metrics: Metrics) -> JoinHandle<(
                 (_, Err(error)) => tracing::warn!(
                     url = %check.target.url,
                     failures = check.failure_threshold,
-                    error = %crate::tls::error_chain(error),
+                    error = %harbor_pilot_core::chain::one_line(error),
                     "Harbor is unavailable; images stay on their upstream registries (fail open)"
                 ),
                 (_, Ok(())) => {}
@@ -382,7 +405,7 @@ mod tests {
     use super::*;
 
     fn required() -> Vec<String> {
-        crate::config::DEFAULT_COMPONENTS
+        harbor_pilot_core::config::DEFAULT_COMPONENTS
             .iter()
             .map(|s| (*s).to_owned())
             .collect()

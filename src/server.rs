@@ -1,14 +1,15 @@
-//! HTTPS serving: the accept loop, TLS handshakes with a deadline, HTTP/1.1 and HTTP/2 on
-//! one port (ALPN), and a graceful, bounded drain.
+//! Serving a [`Router`]: the accept loop with a connection cap, TLS handshakes with a
+//! deadline (or plain HTTP), HTTP/1.1 and HTTP/2 on one port, I/O deadlines
+//! (`deadlines`), and a graceful, bounded drain.
 //!
-//! Generic over an axum [`Router`], so the webhook and the load benchmark's do-nothing
-//! responder run on exactly the same stack.
+//! The webhook port (TLS) and the admin port (plain) run the same loop, limits and
+//! drain.
+
+mod deadlines;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,11 +18,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
+
+use deadlines::Deadlines;
 
 use crate::metrics::{HandshakeFailure, Metrics};
 
@@ -100,19 +101,26 @@ const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 const MAX_PENDING_RESET_STREAMS: usize = 20;
 const MAX_ERROR_RESET_STREAMS: usize = 1024;
 
-/// Serves `router` over TLS on `listener` until `stop` completes; then stops accepting
-/// (new connections are refused), lets open connections finish their requests (HTTP/2
-/// gets a GOAWAY) for at most `drain`, and returns.
-pub async fn serve_tls(
+/// What a connection speaks before HTTP.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// TLS with this configuration (the webhook port); failed handshakes are counted.
+    Tls(Arc<ServerConfig>, Metrics),
+    /// Plain TCP (the admin port).
+    Plain,
+}
+
+/// Serves `router` on `listener` until `stop` completes; then stops accepting (new
+/// connections are refused), lets open connections finish their requests (HTTP/2 gets a
+/// GOAWAY) for at most `drain`, and returns.
+pub async fn serve(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    transport: Transport,
     router: Router,
     limits: ConnectionLimits,
-    metrics: Metrics,
     stop: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -131,6 +139,12 @@ pub async fn serve_tls(
     // keep an idle connection open forever; the idle deadline closes vanished peers.
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let acceptor = match &transport {
+        Transport::Tls(config, metrics) => {
+            Some((TlsAcceptor::from(Arc::clone(config)), metrics.clone()))
+        }
+        Transport::Plain => None,
+    };
 
     tokio::pin!(stop);
     loop {
@@ -147,44 +161,39 @@ pub async fn serve_tls(
             accepted = accept(&listener) => accepted,
             () = &mut stop => break,
         };
-        // The API server's requests are small and latency-bound: no Nagle delay.
+        // Requests are small and latency-bound: no Nagle delay.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
         }
         let acceptor = acceptor.clone();
         let builder = Arc::clone(&builder);
-        let router = router.clone();
-        let metrics = metrics.clone();
+        let service = TowerToHyperService::new(router.clone());
         // Taken before the handshake, so a drain also waits for connections that are
         // still shaking hands (bounded by the handshake timeout).
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             // Held for the connection's whole life.
             let _slot = slot;
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    metrics.observe_handshake_failure(HandshakeFailure::Error);
-                    tracing::debug!(%error, %peer, "TLS handshake failed");
-                    return;
+            let result = match acceptor {
+                Some((acceptor, metrics)) => {
+                    let Some(tls) = handshake(&acceptor, stream, peer, &limits, &metrics).await
+                    else {
+                        return;
+                    };
+                    let io = Deadlines::new(tls, limits.header_read_timeout, limits.idle_timeout);
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .await
                 }
-                Err(_) => {
-                    metrics.observe_handshake_failure(HandshakeFailure::Timeout);
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
+                None => {
+                    let io =
+                        Deadlines::new(stream, limits.header_read_timeout, limits.idle_timeout);
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .await
                 }
             };
-            let connection = builder.serve_connection(
-                TokioIo::new(Deadlines::new(
-                    tls,
-                    limits.header_read_timeout,
-                    limits.idle_timeout,
-                )),
-                TowerToHyperService::new(router),
-            );
-            if let Err(error) = watcher.watch(connection).await {
+            if let Err(error) = result {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
         });
@@ -207,160 +216,25 @@ pub async fn serve_tls(
     }
 }
 
-/// Deadlines on a connection's I/O, which hyper does not have: the client must send its
-/// first bytes within `first_byte` of the handshake (hyper's own header timeout starts
-/// only once it knows the protocol, and telling HTTP/1.1 from HTTP/2 waits for those
-/// bytes), must then never fall silent for longer than `idle`, and must not leave a
-/// write of ours blocked (by not reading its answers) for longer than `idle`. A
-/// deadline that passes fails the read or write, and hyper closes the connection.
-///
-/// Reads are stamped with the time they arrive; the timer is re-armed only when it
-/// fires early, so the common path is one clock read per read.
-struct Deadlines<IO> {
-    io: IO,
-    first_byte: Duration,
-    idle: Duration,
-    /// When the last byte arrived (the handshake's end before any did).
-    last_read: Instant,
-    started: bool,
-    read_timer: Pin<Box<Sleep>>,
-    /// Since when a write has been waiting for the client to read.
-    write_blocked: Option<Instant>,
-    write_timer: Pin<Box<Sleep>>,
-}
-
-impl<IO> Deadlines<IO> {
-    fn new(io: IO, first_byte: Duration, idle: Duration) -> Self {
-        let now = Instant::now();
-        Self {
-            io,
-            first_byte,
-            idle,
-            last_read: now,
-            started: false,
-            read_timer: Box::pin(tokio::time::sleep_until(now + first_byte)),
-            write_blocked: None,
-            write_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+/// The TLS handshake within the handshake timeout; a failure is counted and `None`.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: &ConnectionLimits,
+    metrics: &Metrics,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(error)) => {
+            metrics.observe_handshake_failure(HandshakeFailure::Error);
+            tracing::debug!(%error, %peer, "TLS handshake failed");
+            None
         }
-    }
-
-    fn read_deadline(&self) -> Instant {
-        self.last_read
-            + if self.started {
-                self.idle
-            } else {
-                self.first_byte
-            }
-    }
-}
-
-fn timed_out(what: &'static str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, what)
-}
-
-/// Whether `deadline` has passed; otherwise arms `timer` for it (registering `cx`).
-fn passed(timer: &mut Pin<Box<Sleep>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
-    if Instant::now() >= deadline {
-        return true;
-    }
-    if timer.deadline() != deadline {
-        timer.as_mut().reset(deadline);
-    }
-    // Registers the waker; fires at the deadline, when this is polled again.
-    let _ = timer.as_mut().poll(cx);
-    false
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Deadlines<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                this.last_read = Instant::now();
-                this.started = true;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => {
-                let deadline = this.read_deadline();
-                if passed(&mut this.read_timer, deadline, cx) {
-                    Poll::Ready(Err(timed_out(if this.started {
-                        "client idle for longer than the idle timeout"
-                    } else {
-                        "no request within the header read timeout"
-                    })))
-                } else {
-                    Poll::Pending
-                }
-            }
-            other => other,
+        Err(_) => {
+            metrics.observe_handshake_failure(HandshakeFailure::Timeout);
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
         }
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> Deadlines<IO> {
-    fn track_write<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        result: Poll<std::io::Result<T>>,
-    ) -> Poll<std::io::Result<T>> {
-        match result {
-            Poll::Pending => {
-                let since = *self.write_blocked.get_or_insert_with(Instant::now);
-                if passed(&mut self.write_timer, since + self.idle, cx) {
-                    Poll::Ready(Err(timed_out(
-                        "client has not read our answer within the idle timeout",
-                    )))
-                } else {
-                    Poll::Pending
-                }
-            }
-            ready => {
-                self.write_blocked = None;
-                ready
-            }
-        }
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Deadlines<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.io).poll_write(cx, data);
-        this.track_write(cx, result)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.io).poll_flush(cx);
-        this.track_write(cx, result)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.io).poll_shutdown(cx);
-        this.track_write(cx, result)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.track_write(cx, result)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }

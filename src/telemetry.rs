@@ -1,6 +1,6 @@
 //! Logging: `tracing` to standard error, as JSON lines or text. `RUST_LOG` overrides
 //! the default level (`info`); `debug` adds each image's decision. No level logs a
-//! request body or header: see [`crate::redact`].
+//! request body or header: see [`harbor_pilot_core::redact`].
 
 use std::io::IsTerminal as _;
 

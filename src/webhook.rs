@@ -17,12 +17,13 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use harbor_pilot_core::rules::CachedRules;
+use harbor_pilot_core::verdict::Verdict;
 use kube::core::admission::AdmissionResponse;
 
-use crate::admission::{self, Harbor, Incoming, Outcome};
-use crate::gate::HarborGate;
 use crate::metrics::{Metrics, Rejection};
-use crate::rules::{Decision, RuleSet};
+use harbor_pilot_core::admission::{self, Harbor, Incoming, Outcome};
+use harbor_pilot_core::gate::HarborGate;
 
 /// The path the MutatingWebhookConfiguration points at.
 pub const MUTATE_PATH: &str = "/mutate";
@@ -31,7 +32,7 @@ pub const MUTATE_PATH: &str = "/mutate";
 #[derive(Debug, Clone)]
 pub struct WebhookState {
     /// The rewrite rules.
-    pub rules: Arc<RuleSet>,
+    pub rules: Arc<CachedRules>,
     /// Where to count.
     pub metrics: Metrics,
     /// Largest request body accepted, in bytes.
@@ -83,23 +84,27 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
             return rejection.into_response();
         }
     };
-    // From here on nothing awaits, so the span is entered once. It is a DEBUG span: an
-    // INFO span cost ~5 µs per request (a quarter of a small review) even with nothing
-    // logged inside, so the INFO and WARN events below carry the same fields themselves.
-    let incoming = match admission::parse_review(&body) {
-        Ok(incoming) => incoming,
-        Err(error) => {
-            state
-                .metrics
-                .observe_rejection(Rejection::BadRequest, started.elapsed());
-            let message = error.detail();
-            // The body is never logged: a Pod carries secrets (env values, args,
-            // last-applied-configuration) in fields the webhook does not read.
-            tracing::warn!(error = %message, bytes = body.len(), "not an AdmissionReview");
-            return status_response(StatusCode::BAD_REQUEST, "BadRequest", &message);
-        }
-    };
+    // From here on nothing awaits. No panic on this path may become anything but an
+    // allowed answer: parsing and deciding both run under catch_unwind.
+    let incoming =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| admission::parse_review(&body))) {
+            Ok(Ok(incoming)) => incoming,
+            Ok(Err(error)) => {
+                state
+                    .metrics
+                    .observe_rejection(Rejection::BadRequest, started.elapsed());
+                let message = error.detail();
+                // The body is never logged: a Pod carries secrets (env values, args,
+                // last-applied-configuration) in fields the webhook does not read.
+                tracing::warn!(error = %message, bytes = body.len(), "not an AdmissionReview");
+                return status_response(StatusCode::BAD_REQUEST, "BadRequest", &message);
+            }
+            Err(panic) => return parse_panicked(&state, &body, &*panic, started),
+        };
     let (namespace, name) = incoming.namespace_and_name();
+    // A DEBUG span: an INFO span cost ~5 µs per request (a quarter of a small review)
+    // even with nothing logged inside, so the INFO and WARN events below carry the same
+    // fields themselves.
     let span = tracing::debug_span!(
         "admission",
         uid = incoming.uid(),
@@ -126,16 +131,64 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
     json_response(StatusCode::OK, answer.body)
 }
 
+/// The parser panicked (a bug): answer allowed under the uid if a plain read of the
+/// envelope finds one, else 400, which `failurePolicy: Ignore` also lets through.
+fn parse_panicked(
+    state: &WebhookState,
+    body: &[u8],
+    panic: &(dyn std::any::Any + Send),
+    started: Instant,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        request: Uid,
+    }
+    #[derive(serde::Deserialize)]
+    struct Uid {
+        uid: String,
+    }
+    tracing::error!(panic = %panic_message(panic), "reading the review failed; allowing the request unchanged");
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(envelope) => {
+            let mut response = AdmissionResponse::invalid("");
+            response.uid = envelope.request.uid;
+            let response = internal_error_response(response);
+            state
+                .metrics
+                .observe_review("unknown", Outcome::Error, started.elapsed(), &[]);
+            json_response(StatusCode::OK, admission::encode_review(&response))
+        }
+        Err(_) => {
+            state
+                .metrics
+                .observe_rejection(Rejection::BadRequest, started.elapsed());
+            status_response(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "harbor-pilot could not read the request (internal error)",
+            )
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 struct Answer<'a> {
     body: Vec<u8>,
     outcome: Outcome,
-    changes: Vec<crate::patch::Change<'a, 'a>>,
+    changes: Vec<harbor_pilot_core::patch::Change<'a, 'a>>,
 }
 
 /// Reviews `incoming`; a panic becomes an allowed, unpatched answer.
 fn answer<'a>(
     incoming: &'a Incoming,
-    rules: &'a RuleSet,
+    rules: &'a CachedRules,
     harbor: Harbor,
     namespace: &str,
     name: &str,
@@ -152,20 +205,17 @@ fn answer<'a>(
             }
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
             tracing::error!(
                 uid = incoming.uid(),
                 namespace,
                 name,
-                panic = %what,
+                panic = %panic_message(&*panic),
                 "review failed; allowing the request unchanged"
             );
+            let response =
+                internal_error_response(AdmissionResponse::from(incoming.request.as_ref()));
             Answer {
-                body: admission::encode_review(&internal_error_response(incoming)),
+                body: admission::encode_review(&response),
                 outcome: Outcome::Error,
                 changes: Vec::new(),
             }
@@ -173,12 +223,10 @@ fn answer<'a>(
     }
 }
 
-/// `allowed: true`, no patch, and a warning: what an internal failure answers.
-pub fn internal_error_response(incoming: &Incoming) -> AdmissionResponse {
-    let mut response = match incoming {
-        Incoming::Pod(request) => AdmissionResponse::from(request.as_ref()),
-        Incoming::Other { request, .. } => AdmissionResponse::from(request.as_ref()),
-    };
+/// `response` (built without a patch), allowed, with a warning: what an internal
+/// failure answers.
+fn internal_error_response(mut response: AdmissionResponse) -> AdmissionResponse {
+    response.allowed = true;
     response.warnings = Some(vec![
         "harbor-pilot: internal error; images left unchanged".to_owned(),
     ]);
@@ -199,7 +247,7 @@ fn log_review(
             let rewritten = reviewed
                 .changes
                 .iter()
-                .filter(|c| matches!(c.decision, Decision::Rewrite(_)))
+                .filter(|c| matches!(c.verdict, Verdict::Rewrite(_)))
                 .count();
             tracing::info!(
                 uid,
@@ -223,7 +271,7 @@ fn log_review(
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for change in &reviewed.changes {
-            tracing::debug!(slot = %change.slot, image = %crate::redact::credentials(change.slot.image), decision = %change.decision, "image");
+            tracing::debug!(slot = %change.slot, image = %harbor_pilot_core::redact::credentials(change.slot.image), verdict = %change.verdict, "image");
         }
     }
 }

@@ -863,7 +863,7 @@ async fn fails_open_while_harbor_is_down_and_rewrites_when_it_is_back(env: &mut 
     );
     assert!(
         stderr.contains(
-            "Warning: harbor-pilot: Harbor is unavailable; 1 images left on their upstream registries (fail open)"
+            "Warning: harbor-pilot: Harbor is unavailable; 1 image left on its upstream registry (fail open)"
         ),
         "{stderr}"
     );

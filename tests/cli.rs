@@ -142,7 +142,7 @@ fn review_shows_the_fail_open_answer_when_asked() {
     assert!(answer["response"].get("patch").is_none());
     assert_eq!(
         answer["response"]["warnings"][0],
-        "harbor-pilot: Harbor is unavailable; 1 images left on their upstream registries (fail open)"
+        "harbor-pilot: Harbor is unavailable; 1 image left on its upstream registry (fail open)"
     );
 }
 

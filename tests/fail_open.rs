@@ -20,7 +20,7 @@ use common::client::{Client, Connection, Proto};
 use common::registry::{HarborStandIn, PROJECT, healthy_except};
 use common::server::admin_get;
 use harbor_pilot::app::{Admin, Webhook};
-use harbor_pilot::reference::ImageRef;
+use harbor_pilot_core::reference::ImageRef;
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -51,7 +51,9 @@ async fn start_pilot(standin: &HarborStandIn, health: &str) -> Pilot {
     std::fs::write(&config, config_yaml(standin, health)).unwrap();
     let mut settings = common::server::settings(dir.path());
     settings.config = config;
-    let admin = Admin::start(settings.admin_addr).await.unwrap();
+    let admin = Admin::start(settings.admin_addr, settings.limits, settings.drain_timeout)
+        .await
+        .unwrap();
     let webhook = Webhook::start(&settings, &admin).await.unwrap();
     Pilot {
         client: Client::new(ca.pem.as_bytes(), Proto::H2),
@@ -239,9 +241,7 @@ async fn fails_open_when_harbor_stops_and_resumes_after_success_threshold() {
     let admitted = admit(&mut conn, "nginx:1.27").await;
     assert_eq!(
         admitted.warnings,
-        [
-            "harbor-pilot: Harbor is unavailable; 1 images left on their upstream registries (fail open)"
-        ]
+        ["harbor-pilot: Harbor is unavailable; 1 image left on its upstream registry (fail open)"]
     );
     assert_eq!(metric_at(admin, UP).await, 0.0);
     assert!(metric_at(admin, "harbor_pilot_fail_open_admissions_total").await >= 2.0);

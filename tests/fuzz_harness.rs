@@ -1,4 +1,4 @@
-//! The fuzz targets' invariants (`harbor_pilot::invariants`) on stable Rust, in every
+//! The fuzz targets' invariants (`harbor_pilot_core::invariants`) on stable Rust, in every
 //! test run: every input the fuzzers ever crashed on (tests/fixtures/fuzz-regressions),
 //! then generated inputs — image strings, configuration files, and admission bodies
 //! mutated both as bytes and as JSON trees (any field replaced by a value of another
@@ -16,14 +16,14 @@ mod common;
 
 use std::path::Path;
 
-use harbor_pilot::invariants::{check_config, check_reference, check_review};
-use harbor_pilot::rules::RuleSet;
+use harbor_pilot_core::invariants::{check_config, check_reference, check_review};
+use harbor_pilot_core::rules::CachedRules;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
 
-fn rules() -> &'static RuleSet {
-    static RULES: std::sync::OnceLock<RuleSet> = std::sync::OnceLock::new();
+fn rules() -> &'static CachedRules {
+    static RULES: std::sync::OnceLock<CachedRules> = std::sync::OnceLock::new();
     RULES.get_or_init(common::example_rules)
 }
 
@@ -94,11 +94,11 @@ fn a_pod_without_metadata_is_patched_with_an_applicable_patch() {
             .join("tests/fixtures/fuzz-regressions/review/pod-without-metadata.json"),
     )
     .unwrap();
-    let incoming = harbor_pilot::admission::parse_review(&body).unwrap();
-    let reviewed = harbor_pilot::admission::review(
+    let incoming = harbor_pilot_core::admission::parse_review(&body).unwrap();
+    let reviewed = harbor_pilot_core::admission::review(
         &incoming,
         rules(),
-        harbor_pilot::admission::Harbor::Available,
+        harbor_pilot_core::admission::Harbor::Available,
     );
     assert!(reviewed.response.patch.is_some(), "expected a rewrite");
     check_review(&body, rules()).unwrap();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use harbor_pilot::pod::{ContainerImage, PodImages};
+use harbor_pilot_core::pod::{ContainerImage, PodImages};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 

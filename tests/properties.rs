@@ -8,14 +8,14 @@
 
 mod common;
 
-use harbor_pilot::admission::{Harbor, encode_review, parse_review, review};
-use harbor_pilot::reference::ImageRef;
-use harbor_pilot::rules::{Decision, Keep, RuleSet};
+use harbor_pilot_core::admission::{Harbor, encode_review, parse_review, review};
+use harbor_pilot_core::reference::ImageRef;
+use harbor_pilot_core::rules::{CachedRules, Decision, Keep};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-fn rules() -> &'static RuleSet {
-    static RULES: std::sync::OnceLock<RuleSet> = std::sync::OnceLock::new();
+fn rules() -> &'static CachedRules {
+    static RULES: std::sync::OnceLock<CachedRules> = std::sync::OnceLock::new();
     RULES.get_or_init(common::example_rules)
 }
 
@@ -81,7 +81,7 @@ proptest! {
     #[test]
     fn remembered_decisions_equal_fresh_ones(image in any_image()) {
         let first = rules().decide(&image);
-        prop_assert_eq!(&first, &rules().decide_afresh(&image));
+        prop_assert_eq!(&first, &rules().rule_set().decide(&image));
         prop_assert_eq!(rules().decide(&image), first);
     }
 

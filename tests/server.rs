@@ -288,7 +288,9 @@ async fn readyz_is_false_until_loaded_and_false_again_while_draining() {
     server::write_leaf(dir.path(), &ca.leaf("ready"));
     let settings = server::settings(dir.path());
 
-    let admin = Admin::start(settings.admin_addr).await.unwrap();
+    let admin = Admin::start(settings.admin_addr, settings.limits, settings.drain_timeout)
+        .await
+        .unwrap();
     assert_eq!(
         admin_get(admin.addr(), "/livez").await,
         (200, "ok\n".to_owned())
@@ -345,9 +347,11 @@ async fn a_bad_configuration_or_certificate_stops_start_up_with_the_file_named()
     std::fs::write(dir.path().join("tls.crt"), "not a certificate").unwrap();
     std::fs::write(dir.path().join("tls.key"), "not a key").unwrap();
     let settings = server::settings(dir.path());
-    let admin = Admin::start(settings.admin_addr).await.unwrap();
+    let admin = Admin::start(settings.admin_addr, settings.limits, settings.drain_timeout)
+        .await
+        .unwrap();
     let error = Webhook::start(&settings, &admin).await.unwrap_err();
-    let message = harbor_pilot::tls::error_chain(&error);
+    let message = harbor_pilot_core::chain::one_line(&error);
     assert!(
         message.contains("tls.crt: no PEM certificate found"),
         "{message}"
@@ -358,7 +362,7 @@ async fn a_bad_configuration_or_certificate_stops_start_up_with_the_file_named()
     bad_config.config = dir.path().join("missing.yaml");
     let error = Webhook::start(&bad_config, &admin).await.unwrap_err();
     assert!(
-        harbor_pilot::tls::error_chain(&error).contains("missing.yaml"),
+        harbor_pilot_core::chain::one_line(&error).contains("missing.yaml"),
         "{error}"
     );
     admin.stop().await;

@@ -162,7 +162,9 @@ async fn start_with(paths: CertPaths) -> (Admin, Webhook) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = server::settings(dir.path());
     settings.tls = TlsSource::Files(paths);
-    let admin = Admin::start(settings.admin_addr).await.unwrap();
+    let admin = Admin::start(settings.admin_addr, settings.limits, settings.drain_timeout)
+        .await
+        .unwrap();
     let webhook = Webhook::start(&settings, &admin).await.unwrap();
     (admin, webhook)
 }

@@ -1,7 +1,7 @@
 //! Configuration files: `Config::from_yaml` on any UTF-8 input.
 #![no_main]
 
-use harbor_pilot::invariants::check_config;
+use harbor_pilot_core::invariants::check_config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &str| {

@@ -1,7 +1,7 @@
 //! The Go library's answer about one image string (a line of `fixtures/image-refs.jsonl`,
 //! or of the live oracle's output), and every way `ImageRef` disagrees with it.
 
-use harbor_pilot::reference::ImageRef;
+use harbor_pilot_core::reference::ImageRef;
 use serde::Deserialize;
 
 /// What `github.com/distribution/reference` says about `input`.

@@ -55,7 +55,9 @@ pub async fn start(adjust: impl FnOnce(&mut Settings)) -> TestServer {
     write_leaf(dir.path(), &ca.leaf("first"));
     let mut settings = settings(dir.path());
     adjust(&mut settings);
-    let admin = Admin::start(settings.admin_addr).await.unwrap();
+    let admin = Admin::start(settings.admin_addr, settings.limits, settings.drain_timeout)
+        .await
+        .unwrap();
     let webhook = Webhook::start(&settings, &admin).await.unwrap();
     TestServer {
         webhook_addr: webhook.addr(),

@@ -3,63 +3,47 @@
 //! An image whose normalised registry is a configured upstream becomes
 //! `<harbor>/<project>/<path>[:tag][@digest]`, with the path as the kubelet normalises it
 //! and the tag and digest exactly as written. Everything else is kept byte for byte, and
-//! [`Keep`] says why.
+//! [`Keep`] says why. Reasons that come from the request rather than from the image
+//! (an unchanged image in an UPDATE, an opted-out pod, Harbor being down) are not the
+//! rules' business: see [`crate::verdict`].
 //!
-//! Pure: no I/O. Built from a validated [`crate::config::Config`]. Decisions are
-//! memoised per image string (see [`RuleSet::decide`]): the same input always gets the
-//! same answer, only faster.
+//! Pure: [`RuleSet`] is plain data built from a validated [`crate::config::Config`], and
+//! [`RuleSet::decide`] a function of its input. The webhook asks through
+//! [`CachedRules`] (module `cache`), which remembers answers per image string.
+
+mod cache;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::RwLock;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::reference::{ImageRef, MAX_PATH_LEN, ParseError};
 
-/// How many image strings [`RuleSet::decide`] remembers; the memo is emptied when full.
-const MEMO_CAPACITY: usize = 8192;
-/// Longer image strings are decided every time (no valid reference is this long).
-const MEMO_MAX_IMAGE_LEN: usize = 512;
+pub use cache::CachedRules;
 
 /// The compiled rewrite rules.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     harbor: String,
-    /// Upstream registry host → Harbor project.
-    proxies: HashMap<String, String>,
+    /// The configured upstream → project pairs; [`Rewrite`] and the cache refer to
+    /// them by position.
+    proxies: Vec<Proxy>,
+    /// Upstream registry host → position in `proxies`.
+    by_upstream: HashMap<String, usize>,
     exclude: GlobSet,
     exclude_patterns: Vec<String>,
     placeholders: Vec<String>,
-    memo: Memo,
 }
 
-/// Decisions already made, by image string as written. Parsing a reference with
-/// oci-spec costs 1-6 µs; the pods of one ReplicaSet carry the same images again and
-/// again, so most lookups hit.
-#[derive(Default)]
-struct Memo(RwLock<HashMap<Box<str>, Remembered>>);
-
-/// A [`Decision`] without borrows, to be stored.
-#[derive(Clone)]
-enum Remembered {
-    Rewrite { image: Box<str>, upstream: Box<str> },
-    Keep(Keep<'static>),
-    Excluded { pattern: usize },
-}
-
-impl fmt::Debug for Memo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let len = self.0.read().map_or(0, |m| m.len());
-        write!(f, "Memo({len} images)")
-    }
-}
-
-impl Clone for Memo {
-    /// A clone starts with an empty memo: it is a cache, not state.
-    fn clone(&self) -> Self {
-        Self::default()
-    }
+/// One `proxies` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// The upstream registry host as configured (`docker.io`); bounded, so usable as a
+    /// metric label.
+    pub upstream: String,
+    /// The Harbor project it maps to.
+    pub project: String,
 }
 
 /// What happens to one image.
@@ -83,7 +67,7 @@ pub struct Rewrite<'r> {
     pub project: &'r str,
 }
 
-/// Why an image is left as written. [`Keep::as_str`] gives the metric label.
+/// Why the rules leave an image as written. [`Keep::as_str`] gives the metric label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Keep<'r> {
     /// Listed under `placeholders` (Istio's `auto`): another webhook fills it in later.
@@ -104,37 +88,9 @@ pub enum Keep<'r> {
     },
     /// `<project>/<path>` would exceed the 255 characters a repository name may have.
     NameTooLong,
-    /// Pod UPDATE: same image as in the running pod; rewriting it would restart the
-    /// container.
-    UnchangedOnUpdate,
-    /// `pods/ephemeralcontainers`: an ephemeral container that already exists (they are
-    /// immutable once added).
-    ExistingEphemeral,
-    /// The pod is labelled `harbor-pilot.io/rewrite: disabled`.
-    PodOptedOut,
-    /// It would be rewritten, but Harbor is down (or not probed yet): fail open.
-    HarborUnavailable,
 }
 
 impl Keep<'_> {
-    /// The same reason without borrows; `Excluded` is handled by the memo itself.
-    fn to_owned_static(&self) -> Keep<'static> {
-        match self {
-            Keep::Placeholder => Keep::Placeholder,
-            Keep::Unparsable(e) => Keep::Unparsable(e.clone()),
-            Keep::AlreadyOnHarbor => Keep::AlreadyOnHarbor,
-            Keep::NotProxied { registry } => Keep::NotProxied {
-                registry: registry.clone(),
-            },
-            Keep::Excluded { .. } => Keep::Excluded { pattern: "" },
-            Keep::NameTooLong => Keep::NameTooLong,
-            Keep::UnchangedOnUpdate => Keep::UnchangedOnUpdate,
-            Keep::ExistingEphemeral => Keep::ExistingEphemeral,
-            Keep::PodOptedOut => Keep::PodOptedOut,
-            Keep::HarborUnavailable => Keep::HarborUnavailable,
-        }
-    }
-
     /// A stable, bounded label value for metrics.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -144,25 +100,18 @@ impl Keep<'_> {
             Keep::NotProxied { .. } => "not_proxied",
             Keep::Excluded { .. } => "excluded",
             Keep::NameTooLong => "name_too_long",
-            Keep::UnchangedOnUpdate => "unchanged_on_update",
-            Keep::ExistingEphemeral => "existing_ephemeral",
-            Keep::PodOptedOut => "pod_opted_out",
-            Keep::HarborUnavailable => "harbor_unavailable",
         }
     }
 
-    /// Every label value [`Keep::as_str`] can return, for pre-registering metrics.
-    pub const LABELS: [&'static str; 10] = [
+    /// Every label value [`Keep::as_str`] can return (a test checks the list is
+    /// complete).
+    pub const LABELS: [&'static str; 6] = [
         "placeholder",
         "unparsable",
         "already_on_harbor",
         "not_proxied",
         "excluded",
         "name_too_long",
-        "unchanged_on_update",
-        "existing_ephemeral",
-        "pod_opted_out",
-        "harbor_unavailable",
     ];
 }
 
@@ -179,14 +128,6 @@ impl fmt::Display for Keep<'_> {
             Keep::Excluded { pattern } => write!(f, "matches exclude pattern {pattern}"),
             Keep::NameTooLong => {
                 f.write_str("the rewritten repository name would be longer than 255 characters")
-            }
-            Keep::UnchangedOnUpdate => {
-                f.write_str("unchanged by this update (rewriting would restart the container)")
-            }
-            Keep::ExistingEphemeral => f.write_str("existing ephemeral container (immutable)"),
-            Keep::PodOptedOut => f.write_str("pod labelled harbor-pilot.io/rewrite: disabled"),
-            Keep::HarborUnavailable => {
-                f.write_str("Harbor is unavailable: left upstream (fail open)")
             }
         }
     }
@@ -210,7 +151,7 @@ impl RuleSet {
     /// checks. `exclude` holds the compiled `exclude_patterns`, in the same order.
     pub fn new(
         harbor: String,
-        proxies: HashMap<String, String>,
+        proxies: Vec<Proxy>,
         exclude: Vec<Glob>,
         exclude_patterns: Vec<String>,
         placeholders: Vec<String>,
@@ -219,13 +160,18 @@ impl RuleSet {
         for glob in exclude {
             set.add(glob);
         }
+        let by_upstream = proxies
+            .iter()
+            .enumerate()
+            .map(|(index, proxy)| (proxy.upstream.clone(), index))
+            .collect();
         Ok(Self {
             harbor,
             proxies,
+            by_upstream,
             exclude: set.build()?,
             exclude_patterns,
             placeholders,
-            memo: Memo::default(),
         })
     }
 
@@ -234,103 +180,52 @@ impl RuleSet {
         &self.harbor
     }
 
-    /// Upstream registry → project, in no particular order.
+    /// Upstream registry → project, in the order configured (sorted by upstream).
     pub fn proxies(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.proxies.iter().map(|(u, p)| (u.as_str(), p.as_str()))
+        self.proxies
+            .iter()
+            .map(|p| (p.upstream.as_str(), p.project.as_str()))
     }
 
-    /// Decides what `image` becomes, remembering the answer for the next pod with the
-    /// same image (up to 8,192 image strings; the memory is emptied when full).
+    /// Decides what `image` becomes.
     pub fn decide(&self, image: &str) -> Decision<'_> {
-        let memo = self.memo.0.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(remembered) = memo.get(image) {
-            return self.recall(remembered);
-        }
-        drop(memo);
-        let decision = self.decide_afresh(image);
-        if image.len() <= MEMO_MAX_IMAGE_LEN {
-            let mut memo = self.memo.0.write().unwrap_or_else(|p| p.into_inner());
-            if memo.len() >= MEMO_CAPACITY {
-                memo.clear();
-            }
-            memo.insert(image.into(), self.remember(&decision));
-        }
-        decision
-    }
-
-    fn remember(&self, decision: &Decision<'_>) -> Remembered {
-        match decision {
-            Decision::Rewrite(r) => Remembered::Rewrite {
-                image: r.image.as_str().into(),
-                upstream: r.upstream.into(),
-            },
-            Decision::Keep(Keep::Excluded { pattern }) => Remembered::Excluded {
-                pattern: self
-                    .exclude_patterns
-                    .iter()
-                    .position(|p| p == pattern)
-                    .unwrap_or_default(),
-            },
-            Decision::Keep(keep) => Remembered::Keep(keep.to_owned_static()),
-        }
-    }
-
-    fn recall(&self, remembered: &Remembered) -> Decision<'_> {
-        match remembered {
-            Remembered::Rewrite { image, upstream } => {
-                // Only configured upstreams are ever remembered.
-                let (upstream, project) = self
-                    .proxies
-                    .get_key_value(upstream.as_ref())
-                    .map(|(u, p)| (u.as_str(), p.as_str()))
-                    .unwrap_or_default();
-                Decision::Rewrite(Rewrite {
-                    image: image.to_string(),
-                    upstream,
-                    project,
-                })
-            }
-            Remembered::Excluded { pattern } => Decision::Keep(Keep::Excluded {
-                pattern: self
-                    .exclude_patterns
-                    .get(*pattern)
-                    .map(String::as_str)
-                    .unwrap_or_default(),
-            }),
-            Remembered::Keep(keep) => Decision::Keep(keep.clone()),
-        }
-    }
-
-    /// Decides without the memo (what [`RuleSet::decide`] does on a miss).
-    pub fn decide_afresh(&self, image: &str) -> Decision<'_> {
-        if self.placeholders.iter().any(|p| p == image) {
-            return Decision::Keep(Keep::Placeholder);
-        }
-        let reference = match ImageRef::parse(image) {
-            Ok(reference) => reference,
-            Err(error) => return Decision::Keep(Keep::Unparsable(error)),
-        };
-        self.decide_parsed(&reference)
+        self.resolve(&self.answer(image))
     }
 
     /// Decides what an already parsed image becomes (placeholders are matched on the raw
     /// string, so they are not considered here).
     pub fn decide_parsed(&self, reference: &ImageRef) -> Decision<'_> {
+        self.resolve(&self.answer_parsed(reference))
+    }
+
+    /// The decision with the rule set's parts named by position: what the cache keeps.
+    fn answer(&self, image: &str) -> Answer {
+        if self.placeholders.iter().any(|p| p == image) {
+            return Answer::Keep(Keep::Placeholder);
+        }
+        match ImageRef::parse(image) {
+            Ok(reference) => self.answer_parsed(&reference),
+            Err(error) => Answer::Keep(Keep::Unparsable(error)),
+        }
+    }
+
+    fn answer_parsed(&self, reference: &ImageRef) -> Answer {
         let domain = reference.domain();
         if domain == self.harbor {
-            return Decision::Keep(Keep::AlreadyOnHarbor);
+            return Answer::Keep(Keep::AlreadyOnHarbor);
         }
-        let Some((upstream, project)) = self.proxies.get_key_value(domain) else {
-            return Decision::Keep(Keep::NotProxied {
+        let Some(&proxy) = self.by_upstream.get(domain) else {
+            return Answer::Keep(Keep::NotProxied {
                 registry: domain.to_owned(),
             });
         };
         if let Some(pattern) = self.excluding_pattern(reference) {
-            return Decision::Keep(Keep::Excluded { pattern });
+            return Answer::Excluded { pattern };
         }
+        let project = &self.proxies[proxy].project;
         // The project becomes the first path component; the Go grammar caps the path.
         if project.len() + 1 + reference.path().len() > MAX_PATH_LEN {
-            return Decision::Keep(Keep::NameTooLong);
+            return Answer::Keep(Keep::NameTooLong);
         }
         let mut image =
             String::with_capacity(self.harbor.len() + project.len() + reference.path().len() + 80);
@@ -340,21 +235,50 @@ impl RuleSet {
         image.push('/');
         image.push_str(reference.path());
         reference.write_suffix(&mut image);
-        Decision::Rewrite(Rewrite {
-            image,
-            upstream,
-            project,
-        })
+        Answer::Rewrite { image, proxy }
     }
 
-    fn excluding_pattern(&self, reference: &ImageRef) -> Option<&str> {
+    /// The decision an answer of this rule set stands for. Positions index this set's
+    /// own lists, which never change after construction.
+    fn resolve(&self, answer: &Answer) -> Decision<'_> {
+        match answer {
+            Answer::Rewrite { image, proxy } => {
+                let Proxy { upstream, project } = &self.proxies[*proxy];
+                Decision::Rewrite(Rewrite {
+                    image: image.clone(),
+                    upstream,
+                    project,
+                })
+            }
+            Answer::Excluded { pattern } => Decision::Keep(Keep::Excluded {
+                pattern: &self.exclude_patterns[*pattern],
+            }),
+            Answer::Keep(keep) => Decision::Keep(keep.clone()),
+        }
+    }
+
+    /// The position of the first `exclude` pattern matching the normalised name.
+    fn excluding_pattern(&self, reference: &ImageRef) -> Option<usize> {
         if self.exclude_patterns.is_empty() {
             return None;
         }
         let name = format!("{}/{}", reference.domain(), reference.path());
-        let index = self.exclude.matches(&name).into_iter().next()?;
-        self.exclude_patterns.get(index).map(String::as_str)
+        self.exclude.matches(&name).into_iter().next()
     }
+}
+
+/// A [`Decision`] without borrows: the parts of the rule set by position.
+#[derive(Debug, Clone)]
+enum Answer {
+    Rewrite {
+        image: String,
+        proxy: usize,
+    },
+    Excluded {
+        pattern: usize,
+    },
+    /// Never `Keep::Excluded`, which is `Excluded` above.
+    Keep(Keep<'static>),
 }
 
 /// Compiles an `exclude` pattern: a glob on `registry/path` where `*` stays within one
@@ -381,7 +305,10 @@ mod tests {
             ("registry-1.docker.io", "docker-hub-proxy"),
         ]
         .into_iter()
-        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+        .map(|(u, p)| Proxy {
+            upstream: u.to_owned(),
+            project: p.to_owned(),
+        })
         .collect();
         RuleSet::new(
             "harbor.example.com".to_owned(),
@@ -540,35 +467,6 @@ mod tests {
     }
 
     #[test]
-    fn remembered_decisions_equal_fresh_ones() {
-        let rules = rules(&["docker.io/library/ubuntu"]);
-        for image in [
-            "nginx:alpine",
-            "ubuntu:22.04",
-            "gcr.io/a/b",
-            "Nginx",
-            "auto",
-            "harbor.example.com/x/y",
-            &format!("quay.io/{}", "a".repeat(250)),
-        ] {
-            let fresh = rules.decide_afresh(image);
-            assert_eq!(rules.decide(image), fresh, "first {image}");
-            assert_eq!(rules.decide(image), fresh, "remembered {image}");
-        }
-    }
-
-    #[test]
-    fn the_memo_stays_bounded() {
-        let rules = rules(&[]);
-        for i in 0..(MEMO_CAPACITY + 10) {
-            rules.decide(&format!("nginx:{i}"));
-        }
-        rules.decide(&format!("quay.io/{}", "a".repeat(MEMO_MAX_IMAGE_LEN)));
-        let len = rules.memo.0.read().unwrap().len();
-        assert!(len <= MEMO_CAPACITY, "{len}");
-    }
-
-    #[test]
     fn labels_cover_every_reason() {
         let reasons = [
             Keep::Placeholder,
@@ -579,10 +477,6 @@ mod tests {
             },
             Keep::Excluded { pattern: "" },
             Keep::NameTooLong,
-            Keep::UnchangedOnUpdate,
-            Keep::ExistingEphemeral,
-            Keep::PodOptedOut,
-            Keep::HarborUnavailable,
         ];
         let labels: Vec<_> = reasons.iter().map(Keep::as_str).collect();
         assert_eq!(labels, Keep::LABELS);

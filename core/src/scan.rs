@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::patch::{self, Scope};
 use crate::pod::PodImages;
-use crate::rules::{Decision, RuleSet};
+use crate::rules::CachedRules;
+use crate::verdict::Verdict;
 
 /// One image of one workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,7 +60,7 @@ pub enum ScanError {
 }
 
 /// Scans every document of a YAML stream.
-pub fn scan_manifests(yaml: &str, rules: &RuleSet) -> Result<Vec<Row>, ScanError> {
+pub fn scan_manifests(yaml: &str, rules: &CachedRules) -> Result<Vec<Row>, ScanError> {
     let mut rows = Vec::new();
     for (index, document) in yaml_serde::Deserializer::from_str(yaml).enumerate() {
         let document_number = index + 1;
@@ -82,11 +83,11 @@ pub fn scan_manifests(yaml: &str, rules: &RuleSet) -> Result<Vec<Row>, ScanError
                 workload: template.workload.clone(),
                 container: change.slot.to_string(),
                 image: change.slot.image.to_owned(),
-                rewritten: match &change.decision {
-                    Decision::Rewrite(r) => Some(r.image.clone()),
-                    Decision::Keep(_) => None,
+                rewritten: match &change.verdict {
+                    Verdict::Rewrite(r) => Some(r.image.clone()),
+                    Verdict::Keep(_) => None,
                 },
-                reason: change.decision.to_string(),
+                reason: change.verdict.to_string(),
             }));
         }
     }
@@ -192,7 +193,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn rules() -> RuleSet {
+    fn rules() -> CachedRules {
         Config::from_yaml(
             "harbor: harbor.example.com\nproxies: {docker.io: hub, quay.io: quay}\nexclude: [docker.io/library/ubuntu]\n",
         )

@@ -9,7 +9,7 @@
 //!
 //! [`HarborGate`] is what the admission path holds: one atomic load, no lock, no I/O.
 //!
-//! Pure: no I/O; the prober ([`crate::probe`]) feeds it.
+//! Pure: no I/O; the prober in the binary feeds it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};

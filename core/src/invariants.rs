@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::admission::{self, Harbor};
 use crate::config::Config;
 use crate::reference::ImageRef;
-use crate::rules::{Decision, Keep, RuleSet};
+use crate::rules::{CachedRules, Decision, Keep};
 
 /// A promise an input broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,7 +25,7 @@ fn fail<T>(message: impl Into<String>) -> Result<T, Violation> {
 /// An image string: parsing never panics; what parses prints back to itself when
 /// parsed again; the memoised decision equals a fresh one; a rewritten image keeps its
 /// tag and digest and is never rewritten a second time.
-pub fn check_reference(input: &str, rules: &RuleSet) -> Result<(), Violation> {
+pub fn check_reference(input: &str, rules: &CachedRules) -> Result<(), Violation> {
     let parsed = ImageRef::parse(input);
     if let Ok(reference) = &parsed {
         if reference.path().is_empty() {
@@ -47,7 +47,7 @@ pub fn check_reference(input: &str, rules: &RuleSet) -> Result<(), Violation> {
         }
     }
     let memo = rules.decide(input);
-    let fresh = rules.decide_afresh(input);
+    let fresh = rules.rule_set().decide(input);
     if memo != fresh {
         return fail(format!(
             "{input:?}: memoised decision {memo:?} differs from a fresh one {fresh:?}"
@@ -70,7 +70,7 @@ pub fn check_reference(input: &str, rules: &RuleSet) -> Result<(), Violation> {
                     rewrite.image
                 ));
             }
-            if let Decision::Rewrite(twice) = rules.decide_afresh(&rewrite.image) {
+            if let Decision::Rewrite(twice) = rules.rule_set().decide(&rewrite.image) {
                 return fail(format!(
                     "{input:?} → {:?} → {:?}: rewritten twice",
                     rewrite.image, twice.image
@@ -112,7 +112,7 @@ pub fn check_config(input: &str) -> Result<(), Violation> {
 /// with a message or accepts it; an accepted one is always allowed, answered under its
 /// own uid, as JSON; its patch, if any, applies to the object that was sent and touches
 /// only image fields and the annotation; with Harbor unavailable nothing is patched.
-pub fn check_review(body: &[u8], rules: &RuleSet) -> Result<(), Violation> {
+pub fn check_review(body: &[u8], rules: &CachedRules) -> Result<(), Violation> {
     let incoming = match admission::parse_review(body) {
         Ok(incoming) => incoming,
         Err(error) => {
@@ -188,7 +188,7 @@ fn check_patch(body: &[u8], patch: &[u8]) -> Result<(), Violation> {
 mod tests {
     use super::*;
 
-    fn rules() -> RuleSet {
+    fn rules() -> CachedRules {
         Config::from_yaml(
             "harbor: harbor.example.com\nproxies:\n  docker.io: docker-hub-proxy\n  ghcr.io: ghcr-proxy\n",
         )

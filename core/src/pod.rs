@@ -166,7 +166,7 @@ impl serde::Serialize for Unread {
     }
 }
 
-/// The admission types of kube-core are generic over `kube::Resource`; these two traits
+/// The admission types of kube-core are generic over `kube_core::Resource`; these two traits
 /// give a type that through kube-core's blanket implementation, with the Pod's identity.
 macro_rules! as_pod_resource {
     ($type:ty) => {

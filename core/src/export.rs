@@ -103,6 +103,8 @@ mod tests {
         )
         .unwrap()
         .rules
+        .rule_set()
+        .clone()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Which image fields of a Pod to rewrite, and the JSON Patch (RFC 6902) that does it.
 //!
 //! [`plan`] walks init containers, containers, ephemeral containers and image volumes
-//! (in that order), asks the [`RuleSet`] about each image, and produces one `replace` per
+//! (in that order), asks the rules ([`CachedRules`]) about each image, and produces one `replace` per
 //! rewritten image plus one `add` recording the originals in the annotation
 //! [`ORIGINAL_IMAGES_ANNOTATION`]. Nothing else in the Pod is touched.
 //!
@@ -15,7 +15,8 @@ use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::Value;
 
 use crate::pod::{ContainerImage, PodImages};
-use crate::rules::{Decision, Keep, RuleSet};
+use crate::rules::CachedRules;
+use crate::verdict::{Reason, Verdict};
 
 /// Pod label that opts a single pod out: `harbor-pilot.io/rewrite: disabled`.
 pub const REWRITE_LABEL: &str = "harbor-pilot.io/rewrite";
@@ -104,8 +105,8 @@ impl fmt::Display for Slot<'_> {
 pub struct Change<'p, 'r> {
     /// The field.
     pub slot: Slot<'p>,
-    /// The rule's answer.
-    pub decision: Decision<'r>,
+    /// What happens to its image, and why.
+    pub verdict: Verdict<'r>,
 }
 
 /// Which images of a Pod are candidates for rewriting.
@@ -151,7 +152,7 @@ impl PodRewrite<'_, '_> {
 pub fn plan<'p, 'r>(
     pod: &'p PodImages,
     scope: Scope<'_>,
-    rules: &'r RuleSet,
+    rules: &'r CachedRules,
 ) -> PodRewrite<'p, 'r> {
     let opted_out = pod.labels().get(REWRITE_LABEL).map(String::as_str) == Some(REWRITE_DISABLED);
     // Indexed once: a body near the size limit can hold a hundred thousand containers.
@@ -164,15 +165,15 @@ pub fn plan<'p, 'r>(
     let mut out = PodRewrite::default();
     for slot in slots(pod) {
         let old_image = old.get(&(slot.kind, slot.name)).copied();
-        let decision = if opted_out {
-            Decision::Keep(Keep::PodOptedOut)
+        let verdict = if opted_out {
+            Verdict::Keep(Reason::PodOptedOut)
         } else {
-            match scope_verdict(slot, scope, old_image) {
-                Some(keep) => Decision::Keep(keep),
-                None => rules.decide(slot.image),
+            match scope_reason(slot, scope, old_image) {
+                Some(reason) => Verdict::Keep(reason),
+                None => rules.decide(slot.image).into(),
             }
         };
-        if let Decision::Rewrite(rewrite) = &decision {
+        if let Verdict::Rewrite(rewrite) = &verdict {
             out.patch.push(PatchOperation::Replace(ReplaceOperation {
                 path: slot.pointer(),
                 value: Value::String(rewrite.image.clone()),
@@ -180,7 +181,7 @@ pub fn plan<'p, 'r>(
             out.originals
                 .insert(slot.annotation_key(), slot.image.to_owned());
         }
-        out.changes.push(Change { slot, decision });
+        out.changes.push(Change { slot, verdict });
     }
     if !out.originals.is_empty() && !matches!(scope, Scope::NewEphemeral { .. }) {
         out.patch.push(annotation_op(pod, &out.originals));
@@ -190,17 +191,19 @@ pub fn plan<'p, 'r>(
 
 /// `Some(reason)` when `scope` takes `slot` out of consideration; `old_image` is the
 /// image of the same-named slot of the same kind in the old pod.
-fn scope_verdict(
+fn scope_reason(
     slot: Slot<'_>,
     scope: Scope<'_>,
     old_image: Option<&str>,
-) -> Option<Keep<'static>> {
+) -> Option<Reason<'static>> {
     match scope {
         Scope::Create => None,
-        Scope::Update { .. } => (old_image == Some(slot.image)).then_some(Keep::UnchangedOnUpdate),
+        Scope::Update { .. } => {
+            (old_image == Some(slot.image)).then_some(Reason::UnchangedOnUpdate)
+        }
         Scope::NewEphemeral { .. } => {
             let is_new = slot.kind == SlotKind::EphemeralContainer && old_image.is_none();
-            (!is_new).then_some(Keep::ExistingEphemeral)
+            (!is_new).then_some(Reason::ExistingEphemeral)
         }
     }
 }
@@ -289,7 +292,7 @@ mod tests {
     use crate::config::Config;
     use serde_json::json;
 
-    fn rules() -> RuleSet {
+    fn rules() -> CachedRules {
         Config::from_yaml(
             "harbor: harbor.example.com\nproxies:\n  docker.io: hub\n  quay.io: quay\n",
         )
@@ -419,8 +422,8 @@ mod tests {
         let plan = plan(&old, Scope::Update { old: &old }, &rules);
         assert!(plan.patch.is_empty());
         assert_eq!(
-            plan.changes[0].decision,
-            Decision::Keep(Keep::UnchangedOnUpdate)
+            plan.changes[0].verdict,
+            Verdict::Keep(Reason::UnchangedOnUpdate)
         );
     }
 
@@ -480,7 +483,7 @@ mod tests {
         let rules = rules();
         let plan = plan(&images, Scope::Create, &rules);
         assert!(plan.patch.is_empty());
-        assert_eq!(plan.changes[0].decision, Decision::Keep(Keep::PodOptedOut));
+        assert_eq!(plan.changes[0].verdict, Verdict::Keep(Reason::PodOptedOut));
     }
 
     #[test]

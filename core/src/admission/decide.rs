@@ -1,0 +1,217 @@
+//! Deciding a request: which images of the pod to rewrite, the patch, the warnings. It
+//! always allows.
+
+use kube_core::admission::{AdmissionResponse, Operation};
+
+use crate::patch::{self, Change, PodRewrite, Scope};
+use crate::redact;
+use crate::reference::shorten;
+use crate::rules::{CachedRules, Keep};
+use crate::verdict::{Reason, Verdict};
+
+use super::decode::{EPHEMERAL_SUBRESOURCE, Incoming};
+use super::outcome::{Outcome, operation_label};
+
+/// Warnings beyond this many are summarised in one more line: the API server passes
+/// them all to the client, and a pod with hundreds of bad images helps nobody.
+const MAX_WARNINGS: usize = 10;
+/// Images quoted in warnings are cut to this many bytes.
+const MAX_QUOTED_IMAGE: usize = 80;
+/// The parser's message, which quotes the repository name whole as Go does, is cut to
+/// this many bytes in a warning.
+const MAX_QUOTED_ERROR: usize = 160;
+
+/// Whether images may go to Harbor now, as the health gate says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Harbor {
+    /// Healthy, or no health check configured: rewrite.
+    Available,
+    /// Down or not yet probed: leave every image upstream.
+    Unavailable,
+}
+
+/// The decision on one request.
+#[derive(Debug, Clone)]
+pub struct Reviewed<'a> {
+    /// The response to send (always `allowed: true`).
+    pub response: AdmissionResponse,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// One entry per image considered; empty unless a pod was examined.
+    pub changes: Vec<Change<'a, 'a>>,
+}
+
+impl Reviewed<'_> {
+    fn unchanged(response: AdmissionResponse, outcome: Outcome) -> Self {
+        Self {
+            response,
+            outcome,
+            changes: Vec::new(),
+        }
+    }
+
+    fn with_warning(mut response: AdmissionResponse, outcome: Outcome, warning: String) -> Self {
+        response.warnings = Some(vec![warning]);
+        Self::unchanged(response, outcome)
+    }
+}
+
+/// Decides a request. Always allows; patches only to rewrite images, and only while
+/// Harbor is available.
+pub fn review<'a>(incoming: &'a Incoming, rules: &'a CachedRules, harbor: Harbor) -> Reviewed<'a> {
+    let request = incoming.request.as_ref();
+    let response = AdmissionResponse::from(request);
+    if !incoming.is_pod_write() {
+        return Reviewed::unchanged(response, Outcome::Ignored);
+    }
+    if let Some(error) = &incoming.object_error {
+        return Reviewed::with_warning(
+            response,
+            Outcome::InvalidObject,
+            format!("harbor-pilot: could not read the pod ({error}); images left unchanged"),
+        );
+    }
+    let Some(object) = request.object.as_ref() else {
+        return Reviewed::with_warning(
+            response,
+            Outcome::InvalidObject,
+            format!(
+                "harbor-pilot: {} of a pod without request.object; images left unchanged",
+                operation_label(&request.operation)
+            ),
+        );
+    };
+    if object.is_other_kind() {
+        return Reviewed::with_warning(
+            response,
+            Outcome::InvalidObject,
+            format!(
+                "harbor-pilot: the request is for pods but its object is {}; left unchanged",
+                object.stated_kind()
+            ),
+        );
+    }
+    let old = request.old_object.as_ref();
+    let scope = match (&request.operation, request.sub_resource.as_deref(), old) {
+        (Operation::Create, None, _) => Scope::Create,
+        (Operation::Update, None, Some(old)) => Scope::Update { old },
+        (Operation::Update, Some(EPHEMERAL_SUBRESOURCE), Some(old)) => Scope::NewEphemeral { old },
+        // Without the old pod, an unchanged image cannot be told from a new one, and
+        // rewriting a running container's image would restart it.
+        (Operation::Update, _, None) => {
+            return Reviewed::with_warning(
+                response,
+                Outcome::InvalidObject,
+                "harbor-pilot: UPDATE without oldObject; images left unchanged".to_owned(),
+            );
+        }
+        _ => return Reviewed::unchanged(response, Outcome::Ignored),
+    };
+    let plan = patch::plan(object, scope, rules);
+    if harbor == Harbor::Unavailable && plan.rewritten() > 0 {
+        return fail_open(response, plan);
+    }
+    finish(response, plan, matches!(scope, Scope::NewEphemeral { .. }))
+}
+
+/// Harbor is down: no patch, every image that would have moved stays upstream.
+fn fail_open<'a>(mut response: AdmissionResponse, mut plan: PodRewrite<'a, 'a>) -> Reviewed<'a> {
+    let mut warnings = unparsable_warnings(&plan.changes);
+    let left = plan.rewritten();
+    warnings.push(format!(
+        "harbor-pilot: Harbor is unavailable; {left} {} left on {} upstream {} (fail open)",
+        if left == 1 { "image" } else { "images" },
+        if left == 1 { "its" } else { "their" },
+        if left == 1 { "registry" } else { "registries" },
+    ));
+    response.warnings = Some(warnings);
+    for change in &mut plan.changes {
+        if matches!(change.verdict, Verdict::Rewrite(_)) {
+            change.verdict = Verdict::Keep(Reason::HarborUnavailable);
+        }
+    }
+    Reviewed {
+        response,
+        outcome: Outcome::FailOpen,
+        changes: plan.changes,
+    }
+}
+
+fn finish<'a>(
+    mut response: AdmissionResponse,
+    plan: PodRewrite<'a, 'a>,
+    ephemeral: bool,
+) -> Reviewed<'a> {
+    let warnings = unparsable_warnings(&plan.changes);
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    let opted_out = plan
+        .changes
+        .first()
+        .is_some_and(|c| c.verdict == Verdict::Keep(Reason::PodOptedOut));
+    let outcome = if plan.patch.is_empty() {
+        if opted_out {
+            Outcome::OptedOut
+        } else {
+            Outcome::Unchanged
+        }
+    } else {
+        if ephemeral {
+            // The API server keeps only spec.ephemeralContainers from this subresource,
+            // so the originals go to the audit log instead of the pod annotation.
+            if let Ok(originals) = serde_json::to_string(&plan.originals) {
+                response
+                    .audit_annotations
+                    .insert("original-images".to_owned(), originals);
+            }
+        }
+        match response.clone().with_patch(json_patch::Patch(plan.patch)) {
+            Ok(patched) => {
+                response = patched;
+                Outcome::Rewritten
+            }
+            Err(error) => {
+                response.warnings.get_or_insert_with(Vec::new).push(format!(
+                    "harbor-pilot: internal error ({error}); images left unchanged"
+                ));
+                Outcome::Error
+            }
+        }
+    };
+    Reviewed {
+        response,
+        outcome,
+        changes: plan.changes,
+    }
+}
+
+/// One warning per image that does not parse, naming the container and the image.
+fn unparsable_warnings(changes: &[Change<'_, '_>]) -> Vec<String> {
+    let bad: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match &c.verdict {
+            Verdict::Keep(Reason::Rule(Keep::Unparsable(error))) => Some((c, error)),
+            _ => None,
+        })
+        .collect();
+    let mut warnings: Vec<String> = bad
+        .iter()
+        .take(MAX_WARNINGS)
+        .map(|(change, error)| {
+            format!(
+                "harbor-pilot: {} image {:?} is not a valid image reference ({}); left unchanged",
+                change.slot,
+                shorten(&redact::credentials(change.slot.image), MAX_QUOTED_IMAGE),
+                shorten(&error.to_string(), MAX_QUOTED_ERROR)
+            )
+        })
+        .collect();
+    if bad.len() > MAX_WARNINGS {
+        warnings.push(format!(
+            "harbor-pilot: {} more images are not valid image references; left unchanged",
+            bad.len() - MAX_WARNINGS
+        ));
+    }
+    warnings
+}

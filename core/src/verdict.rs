@@ -1,0 +1,149 @@
+//! What happens to one image of a request, and why.
+//!
+//! The rules decide from the image alone ([`crate::rules::Decision`]); the request can
+//! still take an image out of consideration: an UPDATE that leaves it as it was, an
+//! ephemeral container that already exists, a pod that opts out ([`crate::patch`]), or
+//! Harbor being unavailable ([`crate::admission`]). Every layer's reasons live here, in
+//! one enum, because one metric label (`images_skipped_total{reason}`) and one
+//! `--explain` column cover them all; each layer produces only its own.
+//!
+//! Pure: types only.
+
+use std::fmt;
+
+use crate::rules::{Decision, Keep, Rewrite};
+
+/// The outcome for one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict<'r> {
+    /// Pull it through Harbor.
+    Rewrite(Rewrite<'r>),
+    /// Leave it as written.
+    Keep(Reason<'r>),
+}
+
+/// Why an image is left as written. [`Reason::as_str`] gives the metric label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason<'r> {
+    /// The rules say so.
+    Rule(Keep<'r>),
+    /// Pod UPDATE: same image as in the running pod; rewriting it would restart the
+    /// container.
+    UnchangedOnUpdate,
+    /// `pods/ephemeralcontainers`: an ephemeral container that already exists (they are
+    /// immutable once added).
+    ExistingEphemeral,
+    /// The pod is labelled `harbor-pilot.io/rewrite: disabled`.
+    PodOptedOut,
+    /// It would be rewritten, but Harbor is down (or not probed yet): fail open.
+    HarborUnavailable,
+}
+
+impl Reason<'_> {
+    /// A stable, bounded label value for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Rule(keep) => keep.as_str(),
+            Reason::UnchangedOnUpdate => "unchanged_on_update",
+            Reason::ExistingEphemeral => "existing_ephemeral",
+            Reason::PodOptedOut => "pod_opted_out",
+            Reason::HarborUnavailable => "harbor_unavailable",
+        }
+    }
+
+    /// Every label value [`Reason::as_str`] can return: the rules' own, then the
+    /// request's (a test checks the list is complete and has no duplicates).
+    pub const LABELS: [&'static str; Keep::LABELS.len() + 4] = {
+        let mut out = [""; Keep::LABELS.len() + 4];
+        let mut i = 0;
+        while i < Keep::LABELS.len() {
+            out[i] = Keep::LABELS[i];
+            i += 1;
+        }
+        out[i] = "unchanged_on_update";
+        out[i + 1] = "existing_ephemeral";
+        out[i + 2] = "pod_opted_out";
+        out[i + 3] = "harbor_unavailable";
+        out
+    };
+}
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Rule(keep) => keep.fmt(f),
+            Reason::UnchangedOnUpdate => {
+                f.write_str("unchanged by this update (rewriting would restart the container)")
+            }
+            Reason::ExistingEphemeral => f.write_str("existing ephemeral container (immutable)"),
+            Reason::PodOptedOut => f.write_str("pod labelled harbor-pilot.io/rewrite: disabled"),
+            Reason::HarborUnavailable => {
+                f.write_str("Harbor is unavailable: left upstream (fail open)")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Verdict<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Rewrite(r) => Decision::Rewrite(r.clone()).fmt(f),
+            Verdict::Keep(reason) => reason.fmt(f),
+        }
+    }
+}
+
+impl<'r> From<Decision<'r>> for Verdict<'r> {
+    fn from(decision: Decision<'r>) -> Self {
+        match decision {
+            Decision::Rewrite(rewrite) => Verdict::Rewrite(rewrite),
+            Decision::Keep(keep) => Verdict::Keep(Reason::Rule(keep)),
+        }
+    }
+}
+
+impl Verdict<'_> {
+    /// The rewrite, if it is one.
+    pub fn rewrite(&self) -> Option<&Rewrite<'_>> {
+        match self {
+            Verdict::Rewrite(rewrite) => Some(rewrite),
+            Verdict::Keep(_) => None,
+        }
+    }
+
+    /// The reason, if the image stays.
+    pub fn reason(&self) -> Option<&Reason<'_>> {
+        match self {
+            Verdict::Rewrite(_) => None,
+            Verdict::Keep(reason) => Some(reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::ParseError;
+
+    #[test]
+    fn labels_cover_every_reason_once() {
+        let reasons = [
+            Reason::Rule(Keep::Placeholder),
+            Reason::Rule(Keep::Unparsable(ParseError::InvalidFormat)),
+            Reason::Rule(Keep::AlreadyOnHarbor),
+            Reason::Rule(Keep::NotProxied {
+                registry: String::new(),
+            }),
+            Reason::Rule(Keep::Excluded { pattern: "" }),
+            Reason::Rule(Keep::NameTooLong),
+            Reason::UnchangedOnUpdate,
+            Reason::ExistingEphemeral,
+            Reason::PodOptedOut,
+            Reason::HarborUnavailable,
+        ];
+        let labels: Vec<_> = reasons.iter().map(Reason::as_str).collect();
+        assert_eq!(labels, Reason::LABELS);
+        let unique: std::collections::BTreeSet<_> = labels.iter().collect();
+        assert_eq!(unique.len(), labels.len());
+    }
+}
