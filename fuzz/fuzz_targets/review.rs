@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 fn rules() -> &'static CachedRules {
     static RULES: std::sync::OnceLock<CachedRules> = std::sync::OnceLock::new();
     RULES.get_or_init(|| {
-        match harbor_pilot_core::config::Config::from_yaml(include_str!("../../config/example.yaml")) {
+        match harbor_pilot_core::config::Config::from_yaml(include_str!(
+            "../../config/example.yaml"
+        )) {
             Ok(config) => config.rules,
             Err(error) => panic!("config/example.yaml: {error}"),
         }
