@@ -486,22 +486,9 @@ async fn oversized_headers_are_refused_and_the_connection_survives_on_http2() {
 
 /// Connects TLS (h1) and returns the stream.
 async fn tls_h1(server: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(common::client::roots(server.ca.pem.as_bytes()))
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(server.webhook_addr)
-        .await
-        .unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
+    server
+        .client(Proto::H1)
+        .connect_tls(server.webhook_addr)
         .await
         .unwrap()
 }

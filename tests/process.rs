@@ -118,17 +118,8 @@ async fn without_a_certificate_serves_a_development_one_and_stops_on_sigint() {
     assert_eq!(status.code(), Some(0));
 }
 
-#[test]
-fn a_bad_certificate_exits_1_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tls.crt"), "garbage").unwrap();
-    std::fs::write(dir.path().join("tls.key"), "garbage").unwrap();
-    let cert = dir.path().join("tls.crt").display().to_string();
-    let key = dir.path().join("tls.key").display().to_string();
-    let mut serve = Serve::start(&["--tls-cert-file", &cert, "--tls-key-file", &key]);
-    let status = serve.wait_exit();
-    assert_eq!(status.code(), Some(1));
-    // The error goes to stderr as a plain line after the JSON log.
+/// The plain `error: …` line `serve` prints on stderr after its JSON log.
+fn error_line(serve: &mut Serve) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut lines = Vec::new();
     while let Ok(line) = serve
@@ -137,9 +128,36 @@ fn a_bad_certificate_exits_1_naming_the_file() {
     {
         lines.push(line);
     }
-    let error = lines
+    lines
         .iter()
         .find_map(|l| l.as_str().filter(|s| s.starts_with("error: ")))
-        .unwrap_or_else(|| panic!("no error line in {lines:#?}"));
-    assert_eq!(error, format!("error: {cert}: no PEM certificate found"));
+        .unwrap_or_else(|| panic!("no error line in {lines:#?}"))
+        .to_owned()
+}
+
+#[test]
+fn a_bad_certificate_or_configuration_exits_1_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), "garbage").unwrap();
+    std::fs::write(dir.path().join("tls.key"), "garbage").unwrap();
+    let cert = dir.path().join("tls.crt").display().to_string();
+    let key = dir.path().join("tls.key").display().to_string();
+    let mut serve = Serve::start(&["--tls-cert-file", &cert, "--tls-key-file", &key]);
+    assert_eq!(serve.wait_exit().code(), Some(1));
+    assert_eq!(
+        error_line(&mut serve),
+        format!("error: {cert}: no PEM certificate found")
+    );
+
+    let missing = dir.path().join("missing.yaml");
+    let mut serve = Serve::start_with_config(&missing, &[]);
+    assert_eq!(serve.wait_exit().code(), Some(1));
+    let line = error_line(&mut serve);
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot read config file {}: ",
+            missing.display()
+        )),
+        "{line}"
+    );
 }

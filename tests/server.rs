@@ -19,8 +19,20 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
 }
 
+/// One fixture of each kind of answer: the transport is under test here, the decisions
+/// are `admission_fixtures`'s (all 237 fixtures, in-process).
+const TRANSPORT_FIXTURES: [&str; 7] = [
+    "048-microservices-demo-deployment.json", // CREATE, rewritten
+    "205-k8s-examples-pod-update-setimage.json", // UPDATE, rewritten
+    "209-k8s-website-pod-ephemeral.json",     // pods/ephemeralcontainers, rewritten
+    "217-synthetic-configmap-notpod.json",    // not a pod
+    "233-synthetic-malformed-containers-object.json", // allowed with a warning
+    "226-synthetic-malformed-empty.json",     // 400
+    "236-synthetic-malformed-truncated.json", // 400
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_every_fixture_over_http2_and_http1() {
+async fn answers_each_kind_of_review_over_http2_and_http1() {
     let server = server::start(|_| {}).await;
     let mut rewritten = 0;
     for proto in [Proto::H2, Proto::H1] {
@@ -30,7 +42,10 @@ async fn answers_every_fixture_over_http2_and_http1() {
             .connect(server.webhook_addr)
             .await
             .unwrap();
-        for (file, body) in common::admission_fixtures() {
+        for (file, body) in common::admission_fixtures()
+            .into_iter()
+            .filter(|(file, _)| TRANSPORT_FIXTURES.contains(&file.as_str()))
+        {
             let reply = conn.post("/mutate", body.clone()).await.unwrap();
             assert_eq!(
                 reply.content_type.as_deref(),
@@ -51,7 +66,11 @@ async fn answers_every_fixture_over_http2_and_http1() {
             }
         }
     }
-    assert!(rewritten > 300, "{rewritten}");
+    assert_eq!(
+        rewritten,
+        2 * 3,
+        "three rewriting fixtures over two protocols"
+    );
 
     // The counters moved by exactly what was sent.
     let (_, text) = admin_get(server.admin_addr, "/metrics").await;
@@ -70,13 +89,13 @@ async fn answers_every_fixture_over_http2_and_http1() {
         "harbor_pilot_admission_requests_total{operation=\"unknown\",outcome=\"bad_request\"}",
     );
     #[allow(clippy::cast_precision_loss)]
-    let expected_rejected = (2 * common::REJECTED.len()) as f64;
+    let expected_rejected = (2 * 2) as f64;
     assert_eq!(rejected, expected_rejected);
     assert!(
         metric(
             &text,
             "harbor_pilot_images_rewritten_total{upstream=\"docker.io\"}"
-        ) > 100.0
+        ) > 0.0
     );
     server.stop().await;
 }
@@ -206,82 +225,6 @@ async fn the_webhook_port_speaks_only_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_clients_are_cut_off_by_the_handshake_and_header_deadlines() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let server = server::start(|s| {
-        s.limits.handshake_timeout = Duration::from_millis(300);
-        s.limits.header_read_timeout = Duration::from_millis(300);
-    })
-    .await;
-
-    // Connects and never starts TLS.
-    let mut silent = tokio::net::TcpStream::connect(server.webhook_addr)
-        .await
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "still open: {closed:?}"
-    );
-
-    // Completes TLS, then trickles a request line and never ends the headers.
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates({
-        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(server.ca.pem.as_bytes()).unwrap())
-            .unwrap();
-        roots
-    })
-    .with_no_client_auth();
-    let mut config = config;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(server.webhook_addr)
-        .await
-        .unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
-    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: localhost\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
-    assert!(
-        closed.is_ok(),
-        "the connection stayed open past the header deadline"
-    );
-
-    let (_, text) = admin_get(server.admin_addr, "/metrics").await;
-    assert_eq!(
-        metric(
-            &text,
-            "harbor_pilot_tls_handshake_failures_total{reason=\"timeout\"}"
-        ),
-        1.0
-    );
-    // The server still serves others.
-    let (file, body) = common::admission_fixtures().swap_remove(5);
-    let reply = server
-        .client(Proto::H1)
-        .post(server.webhook_addr, "/mutate", body.clone())
-        .await
-        .unwrap();
-    common::verify_answer(&file, &body, &reply.json()).unwrap();
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_false_until_loaded_and_false_again_while_draining() {
     let dir = tempfile::tempdir().unwrap();
     let ca = common::certs::TestCa::new("ready CA");
@@ -342,33 +285,6 @@ async fn readyz_is_false_until_loaded_and_false_again_while_draining() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_configuration_or_certificate_stops_start_up_with_the_file_named() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tls.crt"), "not a certificate").unwrap();
-    std::fs::write(dir.path().join("tls.key"), "not a key").unwrap();
-    let settings = server::settings(dir.path());
-    let admin = Admin::start(settings.admin_addr, settings.limits, settings.drain_timeout)
-        .await
-        .unwrap();
-    let error = Webhook::start(&settings, &admin).await.unwrap_err();
-    let message = harbor_pilot_core::chain::one_line(&error);
-    assert!(
-        message.contains("tls.crt: no PEM certificate found"),
-        "{message}"
-    );
-    assert_eq!(admin_get(admin.addr(), "/readyz").await.0, 503);
-
-    let mut bad_config = server::settings(dir.path());
-    bad_config.config = dir.path().join("missing.yaml");
-    let error = Webhook::start(&bad_config, &admin).await.unwrap_err();
-    assert!(
-        harbor_pilot_core::chain::one_line(&error).contains("missing.yaml"),
-        "{error}"
-    );
-    admin.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_metrics_pass_promtool() {
     let server = server::start(|_| {}).await;
     let (file, body) = common::admission_fixtures().swap_remove(0);
@@ -419,5 +335,30 @@ async fn live_metrics_pass_promtool() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_closes_silent_connections_like_the_webhook_port() {
+    use tokio::io::AsyncReadExt as _;
+    let server = server::start(|settings| {
+        settings.limits.header_read_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(server.admin_addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("the admin port kept a silent connection open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    println!(
+        "silent admin connection closed after {:?}",
+        started.elapsed()
+    );
+    // And it still serves.
+    assert_eq!(admin_get(server.admin_addr, "/livez").await.0, 200);
     server.stop().await;
 }

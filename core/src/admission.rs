@@ -86,8 +86,11 @@ mod tests {
         let mut pod = nginx_pod();
         json_patch::patch(&mut pod, &patch).unwrap();
         assert_eq!(
-            pod["spec"]["containers"][0]["image"],
-            "harbor.example.com/hub/library/nginx"
+            pod,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "p", "annotations": {
+                       "harbor-pilot.io/original-images": r#"{"c":"nginx"}"#}},
+                   "spec": {"containers": [{"name": "c", "image": "harbor.example.com/hub/library/nginx"}]}})
         );
     }
 
@@ -107,11 +110,14 @@ mod tests {
             {"name": "a", "image": "Nginx"}, {"name": "b", "image": "nginx"}]}});
         let (wire, outcome) = answer(&body(pod_request("CREATE", None, pod, Value::Null)));
         assert_eq!(outcome, Outcome::Rewritten);
-        let warnings = wire["response"]["warnings"].as_array().unwrap();
-        assert_eq!(warnings.len(), 1);
-        let warning = warnings[0].as_str().unwrap();
-        assert!(warning.contains("a image \"Nginx\""), "{warning}");
-        assert!(warning.contains("must be lowercase"), "{warning}");
+        assert_eq!(
+            wire["response"]["warnings"],
+            json!([
+                "harbor-pilot: a image \"Nginx\" is not a valid image reference \
+                    (invalid reference format: repository name (library/Nginx) must be lowercase); \
+                    left unchanged"
+            ])
+        );
     }
 
     #[test]
@@ -123,7 +129,10 @@ mod tests {
         let (wire, _) = answer(&body(pod_request("CREATE", None, pod, Value::Null)));
         let warnings = wire["response"]["warnings"].as_array().unwrap();
         assert_eq!(warnings.len(), 11);
-        assert!(warnings[10].as_str().unwrap().contains("15 more images"));
+        assert_eq!(
+            warnings[10],
+            "harbor-pilot: 15 more images are not valid image references; left unchanged"
+        );
     }
 
     #[test]
@@ -179,11 +188,11 @@ mod tests {
         let (wire, outcome) = answer(&body(pod_request("CREATE", None, object, Value::Null)));
         assert_eq!(outcome, Outcome::InvalidObject);
         assert!(wire["response"].get("patch").is_none());
-        assert!(
-            wire["response"]["warnings"][0]
-                .as_str()
-                .unwrap()
-                .contains("apps/v1/Deployment")
+        assert_eq!(
+            wire["response"]["warnings"],
+            json!([
+                "harbor-pilot: the request is for pods but its object is apps/v1/Deployment; left unchanged"
+            ])
         );
     }
 
@@ -194,11 +203,12 @@ mod tests {
         assert_eq!(outcome, Outcome::InvalidObject);
         assert_eq!(wire["response"]["uid"], "u-1");
         assert!(wire["response"].get("patch").is_none());
-        assert!(
-            wire["response"]["warnings"][0]
-                .as_str()
-                .unwrap()
-                .contains("could not read the pod")
+        assert_eq!(
+            wire["response"]["warnings"],
+            json!([
+                "harbor-pilot: could not read the pod (invalid type: map, expected a sequence \
+                    at line 1 column 151); images left unchanged"
+            ])
         );
     }
 
@@ -239,9 +249,13 @@ mod tests {
         assert!(reviewed.response.patch.is_none());
         let warnings = reviewed.response.warnings.clone().unwrap();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(
-            warnings[1].contains("Harbor is unavailable; 1 image left on its upstream registry"),
-            "{warnings:?}"
+        assert_eq!(
+            warnings,
+            [
+                "harbor-pilot: c image \"BAD\" is not a valid image reference (invalid reference \
+                 format: repository name (library/BAD) must be lowercase); left unchanged",
+                "harbor-pilot: Harbor is unavailable; 1 image left on its upstream registry (fail open)"
+            ]
         );
         let reasons: Vec<_> = reviewed
             .changes

@@ -121,13 +121,22 @@ impl Client {
         }
     }
 
-    /// Opens a TLS connection to `addr` (verifying the name `localhost`).
-    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<Connection> {
+    /// The TLS stream alone (verifying the name `localhost`), for tests that speak
+    /// HTTP by hand.
+    pub async fn connect_tls(
+        &self,
+        addr: SocketAddr,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let tls = TlsConnector::from(Arc::clone(&self.config))
+        TlsConnector::from(Arc::clone(&self.config))
             .connect(ServerName::try_from("localhost").expect("name"), tcp)
-            .await?;
+            .await
+    }
+
+    /// Opens a TLS connection to `addr` (verifying the name `localhost`).
+    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<Connection> {
+        let tls = self.connect_tls(addr).await?;
         let (_, session) = tls.get_ref();
         let negotiated = session.alpn_protocol().map(<[u8]>::to_vec);
         let expected = match self.proto {

@@ -3,13 +3,10 @@
 //! frames as they come, so a flood never stalls on a full socket buffer.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 pub const DATA: u8 = 0;
@@ -116,18 +113,8 @@ pub fn padding_header(n: usize) -> Vec<u8> {
 impl RawH2 {
     /// A TLS connection with ALPN h2, the client preface and an empty SETTINGS sent.
     pub async fn connect(addr: SocketAddr, ca_pem: &[u8]) -> std::io::Result<Self> {
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(super::client::roots(ca_pem))
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        let tls = super::client::Client::new(ca_pem, super::client::Proto::H2)
+            .connect_tls(addr)
             .await?;
         let (mut reader, writer) = tokio::io::split(tls);
         let (tx, frames) = mpsc::unbounded_channel();
