@@ -8,25 +8,28 @@
 //! - [`app`]: the running process, start-up and shutdown in order;
 //! - [`server`]: the accept loop (TLS or plain), HTTP/1.1 and HTTP/2, limits, drain;
 //! - [`tls`]: certificates: loading, reload, client CAs, issuing;
-//! - [`webhook`]: `POST /mutate`;
-//! - [`admin`]: `/livez`, `/readyz`, `/metrics`;
+//! - `webhook`: `POST /mutate`;
+//! - `admin`: `/livez`, `/readyz`, `/metrics`;
 //! - [`metrics`]: the Prometheus metrics;
-//! - [`probe`]: the Harbor health prober that feeds the core's gate;
+//! - `probe`: the Harbor health prober that feeds the core's gate;
 //! - [`config`]: the configuration file read from disk;
-//! - [`certs`]: the manifests `harbor-pilot certs` writes;
+//! - `certs`: the manifests `harbor-pilot certs` writes;
 //! - [`cli`], [`commands`]: the command line;
 //! - [`telemetry`], [`shutdown`]: logging and signals.
+//!
+//! Public are the modules the binary, the tests and the load benchmark's responder use;
+//! the rest is crate-private.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
-pub mod certs;
+pub(crate) mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod metrics;
-pub mod probe;
+pub(crate) mod probe;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
-pub mod webhook;
+pub(crate) mod webhook;

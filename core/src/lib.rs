@@ -4,7 +4,7 @@
 //! or logging library, so the compiler keeps the layering: the binary (`harbor-pilot`)
 //! does the I/O around these functions.
 //!
-//! - [`reference`]: image references read exactly as the kubelet and containerd read
+//! - [`reference`](mod@reference): image references read exactly as the kubelet and containerd read
 //!   them (a thin wrapper over `oci-spec`).
 //! - [`rules`]: what an image becomes and why ([`rules::RuleSet`]), and the cache the
 //!   webhook asks through ([`rules::CachedRules`]).

@@ -16,7 +16,7 @@ const HIDDEN: &str = "***";
 /// `message` (a serde or serde_json error) with every quoted input value replaced:
 /// `string "…"`, `` unknown variant `…` `` and `` character `…` ``. Field names, the
 /// expectation and the position stay.
-pub fn serde_message(message: &str) -> String {
+pub(crate) fn serde_message(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     loop {

@@ -206,7 +206,7 @@ impl fmt::Display for ImageRef {
 /// component of an image name: valid `host[:port]` grammar, and containing a `.` or a
 /// `:`, or being `localhost`. Uppercase is refused although the grammar allows it:
 /// hosts are compared byte for byte, so `Docker.io` would silently match nothing.
-pub fn is_registry_host(host: &str) -> bool {
+pub(crate) fn is_registry_host(host: &str) -> bool {
     is_valid_domain(host)
         && !host.bytes().any(|b| b.is_ascii_uppercase())
         && (host.contains('.') || host.contains(':') || host == "localhost")

@@ -283,7 +283,7 @@ enum Answer {
 
 /// Compiles an `exclude` pattern: a glob on `registry/path` where `*` stays within one
 /// path segment and `**` spans several.
-pub fn compile_pattern(pattern: &str) -> Result<Glob, globset::Error> {
+pub(crate) fn compile_pattern(pattern: &str) -> Result<Glob, globset::Error> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
