@@ -7,12 +7,19 @@
 
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
-# Manifests first, so dependency downloads are cached while only sources change.
+# Dependencies in a layer of their own: the manifests, with every source file stubbed,
+# build all dependencies; a source change then rebuilds only the two crates.
 COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY core/Cargo.toml ./core/
+COPY scripts/docker-stubs ./scripts/
+RUN scripts/docker-stubs \
+ && cargo build --release --locked --bin harbor-pilot \
+ && rm -rf src core/src
 COPY src ./src
-COPY benches ./benches
-COPY examples ./examples
-RUN cargo build --release --locked --bin harbor-pilot \
+COPY core/src ./core/src
+# The stubs' build is newer than the copied sources: make cargo rebuild our crates.
+RUN touch src/main.rs src/lib.rs core/src/lib.rs \
+ && cargo build --release --locked --bin harbor-pilot \
  && strip target/release/harbor-pilot
 
 FROM gcr.io/distroless/cc-debian12:nonroot

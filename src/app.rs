@@ -227,6 +227,7 @@ impl Webhook {
             addr: settings.webhook_addr,
             source,
         })?;
+        webhook::warm_up(&config.rules);
         let router = webhook::router(WebhookState {
             rules: Arc::new(config.rules),
             metrics: metrics.clone(),

@@ -289,6 +289,10 @@ pub struct ScanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Show long images whole in the table (they are cut in the middle to fit a
+    /// terminal otherwise; JSON is never cut).
+    #[arg(long)]
+    pub wide: bool,
     /// Multi-document YAML files; `-` reads standard input.
     #[arg(required = true, value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,

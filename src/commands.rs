@@ -12,6 +12,7 @@ use crate::cli::{
 use crate::config::{self, LoadError};
 use harbor_pilot_core::admission::{self, Harbor, ReviewError};
 use harbor_pilot_core::config::Config;
+use harbor_pilot_core::redact;
 use harbor_pilot_core::rules::Decision;
 use harbor_pilot_core::scan::{self, ScanError};
 use harbor_pilot_core::verdict::Verdict;
@@ -202,9 +203,10 @@ pub fn rewrite(args: &RewriteArgs, out: &mut dyn Write) -> Result<(), CommandErr
     let config = config::load(&args.config.config)?;
     for image in &args.images {
         let decision = config.rules.decide(image);
+        // As the webhook's warnings do: credentials in an image are never printed.
         let result = match &decision {
-            Decision::Rewrite(r) => r.image.as_str(),
-            Decision::Keep(_) => image.as_str(),
+            Decision::Rewrite(r) => redact::credentials(&r.image),
+            Decision::Keep(_) => redact::credentials(image),
         };
         if args.explain {
             writeln!(out, "{result}\t{decision}")?;
@@ -247,8 +249,18 @@ pub fn review(
             writeln!(
                 err,
                 "{}\t{}\t{result}\t{}",
-                change.slot, change.slot.image, change.verdict
+                change.slot,
+                redact::credentials(change.slot.image),
+                change.verdict
             )?;
+        }
+        if let Some(patch) = &reviewed.response.patch {
+            // The answer carries it in base64; this is what it says.
+            let patch: serde_json::Value =
+                serde_json::from_slice(patch).map_err(std::io::Error::from)?;
+            writeln!(err, "patch:")?;
+            serde_json::to_writer_pretty(&mut *err, &patch).map_err(std::io::Error::from)?;
+            writeln!(err)?;
         }
     }
     Ok(())
@@ -276,7 +288,9 @@ pub fn scan(
         );
     }
     match args.output {
-        OutputFormat::Table => out.write_all(scan::render_table(&rows).as_bytes())?,
+        OutputFormat::Table => {
+            out.write_all(scan::render_table(&rows, config.rules.harbor(), args.wide).as_bytes())?
+        }
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::from)?;
             writeln!(out)?;

@@ -43,6 +43,34 @@ pub struct WebhookState {
     pub gate: HarborGate,
 }
 
+/// Runs one made-up review through the whole path, so that what is built on first use
+/// (oci-spec's reference grammar, a regular expression that takes ~90 ms to compile)
+/// is built before the port is marked ready, not during the first real admission. The
+/// throwaway copy of the rules leaves the real cache as it was.
+pub(crate) fn warm_up(rules: &CachedRules) {
+    let body = serde_json::json!({
+        "apiVersion": admission::API_VERSION,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "warm-up",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "userInfo": {},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "warm-up"},
+                       "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}},
+        }
+    });
+    let throwaway = rules.clone();
+    if let Ok(incoming) = serde_json::to_vec(&body)
+        .map_err(|_| ())
+        .and_then(|bytes| admission::parse_review(&bytes).map_err(|_| ()))
+    {
+        let reviewed = admission::review(&incoming, &throwaway, Harbor::Available);
+        admission::encode_review(&reviewed.response);
+    }
+}
+
 /// The webhook router: `POST /mutate`, JSON answers for everything else.
 pub fn router(state: WebhookState) -> Router {
     Router::new()

@@ -164,10 +164,12 @@ fn review_of_a_malformed_body_fails_with_a_message() {
 
 #[test]
 fn scan_previews_a_helm_style_manifest() {
+    // --wide: whole images (the default table cuts long ones to fit a terminal).
     let output = harbor_pilot(&[
         "scan",
         "--config",
         CONFIG,
+        "--wide",
         "tests/fixtures/manifests/shop.yaml",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -338,4 +340,72 @@ fn certs_renews_with_the_same_ca_and_rotates_the_ca_with_an_overlap() {
     let settled = certs(&[]);
     assert!(settled.contains("reused the CA"), "{settled}");
     assert_eq!(ca_bundle(&out), new_ca);
+}
+
+#[test]
+fn scan_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read as _;
+    // `scan … | head -1`: enough output that the pipe closes while it is written.
+    let manifest =
+        "---\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: nginx}]}\n"
+            .repeat(20_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
+        .args(["scan", "--config", CONFIG, "-"])
+        .current_dir(common::project_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(manifest.as_bytes()));
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // stdout is dropped here: the reader went away.
+    writer.join().unwrap().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(stderr(&output), "");
+    assert!(output.status.success(), "{:?}", output.status);
+}
+
+#[test]
+fn rewrite_never_prints_credentials() {
+    let output = harbor_pilot(&[
+        "rewrite",
+        "--config",
+        CONFIG,
+        "--explain",
+        "user:hunter2@registry.example.com/app:1",
+    ]);
+    let printed = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(
+        printed.contains("***@registry.example.com/app:1"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn review_explain_prints_the_patch_decoded() {
+    let output = harbor_pilot(&[
+        "review",
+        "--config",
+        CONFIG,
+        "--explain",
+        "tests/fixtures/admission/048-microservices-demo-deployment.json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let explained = stderr(&output);
+    let patch = explained
+        .split_once("patch:\n")
+        .unwrap_or_else(|| panic!("no patch in {explained}"))
+        .1;
+    let patch: Value = serde_json::from_str(patch).unwrap();
+    assert_eq!(patch[0]["op"], "replace");
+    assert!(
+        patch[0]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("harbor.example.com/")
+    );
 }

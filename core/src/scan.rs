@@ -132,37 +132,69 @@ fn pod_templates(doc: &Value) -> Vec<Template<'_>> {
     }]
 }
 
-/// Renders rows as aligned columns with a summary line.
-pub fn render_table(rows: &[Row]) -> String {
-    const HEADERS: [&str; 6] = [
+/// Images longer than this are cut in the middle in the table (unless `wide`), so a
+/// row fits a terminal; JSON output is never cut.
+const NARROW_IMAGE: usize = 56;
+
+/// Renders rows as aligned columns with a summary line, for a terminal: rewritten images
+/// are shown without the Harbor host (`harbor`, named in the header once), the reason of
+/// a rewrite is just `proxied` (the project is in the image), and unless `wide` long
+/// images are cut in the middle (`quay.io/org…app:v1.2`), keeping registry and tag.
+/// `wide` shows everything whole.
+pub fn render_table(rows: &[Row], harbor: &str, wide: bool) -> String {
+    let becomes_header = if wide {
+        "BECOMES".to_owned()
+    } else {
+        format!("BECOMES ({harbor}/…)")
+    };
+    let headers: [&str; 6] = [
         "NAMESPACE",
         "WORKLOAD",
         "CONTAINER",
         "IMAGE",
-        "BECOMES",
+        &becomes_header,
         "WHY",
     ];
+    let on_harbor = format!("{harbor}/");
+    let fit = |image: &str| shorten_middle(&short_digest(image), NARROW_IMAGE);
+    let owned: Vec<[String; 2]> = rows
+        .iter()
+        .map(|r| match &r.rewritten {
+            Some(new) if wide => [r.image.clone(), new.clone()],
+            Some(new) => [
+                fit(&r.image),
+                fit(new.strip_prefix(&on_harbor).unwrap_or(new)),
+            ],
+            None => [fit(&r.image), "(unchanged)".to_owned()],
+        })
+        .collect();
     let cells: Vec<[&str; 6]> = rows
         .iter()
-        .map(|r| {
+        .zip(&owned)
+        .map(|(r, [image, becomes])| {
+            let why = if r.rewritten.is_some() && !wide {
+                "proxied"
+            } else {
+                &r.reason
+            };
             [
                 r.namespace.as_deref().unwrap_or("-"),
                 &r.workload,
                 &r.container,
-                &r.image,
-                r.rewritten.as_deref().unwrap_or("(unchanged)"),
-                &r.reason,
+                image,
+                becomes,
+                why,
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(str::len);
+    let mut widths = headers.map(|h| h.chars().count());
     for row in &cells {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(&HEADERS).chain(&cells) {
+    for row in std::iter::once(&headers).chain(&cells) {
         let mut line = String::new();
         for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
             if i + 1 == row.len() {
@@ -177,14 +209,45 @@ pub fn render_table(rows: &[Row]) -> String {
     let rewritten = rows.iter().filter(|r| r.rewritten.is_some()).count();
     let mut workloads: Vec<_> = rows.iter().map(|r| (&r.namespace, &r.workload)).collect();
     workloads.dedup();
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let _ = writeln!(
         out,
-        "\n{} images in {} workloads: {} rewritten, {} unchanged",
-        rows.len(),
-        workloads.len(),
+        "\n{} in {}: {} rewritten, {} unchanged",
+        plural(rows.len(), "image", "images"),
+        plural(workloads.len(), "workload", "workloads"),
         rewritten,
         rows.len() - rewritten
     );
+    out
+}
+
+/// `image` with its digest cut to 12 hex digits (`@sha256:e3b0c44298fc…`), as `git`
+/// shortens hashes: in a table the tag says more.
+fn short_digest(image: &str) -> String {
+    match image.rsplit_once('@') {
+        Some((name, digest)) => match digest.split_once(':') {
+            Some((algorithm, hex)) if hex.len() > 12 => {
+                format!("{name}@{algorithm}:{}…", &hex[..12.min(hex.len())])
+            }
+            _ => image.to_owned(),
+        },
+        None => image.to_owned(),
+    }
+}
+
+/// `s` cut to `max` characters by replacing its middle with `…`.
+fn shorten_middle(s: &str, max: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= max {
+        return s.to_owned();
+    }
+    let keep = max - 1;
+    let head = keep / 2;
+    let tail = keep - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
     out
 }
 
@@ -301,7 +364,7 @@ spec:
     #[test]
     fn renders_an_aligned_table_with_a_summary() {
         let rows = scan_manifests(MANIFESTS, &rules()).unwrap();
-        let table = render_table(&rows);
+        let table = render_table(&rows, "harbor.example.com", false);
         let lines: Vec<_> = table.lines().collect();
         assert!(lines[0].starts_with("NAMESPACE  WORKLOAD"), "{}", lines[0]);
         let column = lines[0].find("CONTAINER").unwrap();
@@ -310,6 +373,30 @@ spec:
             table.ends_with("6 images in 4 workloads: 3 rewritten, 3 unchanged\n"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn cuts_long_images_in_the_middle_unless_wide() {
+        let image = format!("quay.io/org/{}/app:v1.2.3", "x".repeat(100));
+        let yaml = format!(
+            "kind: Pod\nmetadata: {{name: p}}\nspec: {{containers: [{{name: c, image: \"{image}\"}}]}}\n"
+        );
+        let rows = scan_manifests(&yaml, &rules()).unwrap();
+        let narrow = render_table(&rows, "harbor.example.com", false);
+        assert!(narrow.lines().all(|l| !l.contains(&image)), "{narrow}");
+        assert!(narrow.contains("quay.io/org/xxxxxxxxxx"), "{narrow}");
+        assert!(narrow.contains("…xxxx"), "{narrow}");
+        assert!(narrow.contains("xxxx/app:v1.2.3 "), "{narrow}");
+        assert!(
+            narrow.contains("BECOMES (harbor.example.com/…)"),
+            "{narrow}"
+        );
+        assert!(narrow.contains(" quay/org/xxx"), "{narrow}");
+        let wide = render_table(&rows, "harbor.example.com", true);
+        assert!(wide.contains(&image), "{wide}");
+        assert!(wide.contains(&format!("harbor.example.com/quay/org/{}", "x".repeat(100))));
+        assert_eq!(shorten_middle("abcdef", 5), "ab…ef");
+        assert_eq!(shorten_middle("abcde", 5), "abcde");
     }
 
     #[test]
