@@ -302,7 +302,11 @@ pub fn scan(
 /// `harbor-pilot check-config`: validates, then summarises what the rules do.
 pub fn check_config(args: &CheckConfigArgs, out: &mut dyn Write) -> Result<(), CommandError> {
     let path = &args.config.config;
-    let Config { rules, health } = config::load(path)?;
+    let Config {
+        rules,
+        health,
+        fallback,
+    } = config::load(path)?;
     writeln!(out, "{}: valid", path.display())?;
     writeln!(out, "harbor: {}", rules.harbor())?;
     let mut proxies: Vec<_> = rules.proxies().collect();
@@ -324,6 +328,14 @@ pub fn check_config(args: &CheckConfigArgs, out: &mut dyn Write) -> Result<(), C
             h.timeout,
             count(h.failure_threshold, "failure", "failures"),
             count(h.success_threshold, "success", "successes"),
+        )?,
+    }
+    match fallback {
+        None => writeln!(out, "fallback: none (the API server is never called)")?,
+        Some(f) => writeln!(
+            out,
+            "fallback: containers stuck pulling from Harbor for {:?} go back to their original images",
+            f.after
         )?,
     }
     Ok(())

@@ -1,6 +1,10 @@
-//! The configuration file on disk: read it, let the core parse and check it
+//! The configuration on disk: read it, let the core parse and check it
 //! ([`harbor_pilot_core::config`]), and check the files it names (`health.caFile`).
 //! Validated once, at start-up or by `check-config`; every error names the file.
+//!
+//! `--config` is a file, or a directory whose `*.yaml` files (sorted by name, hidden
+//! ones skipped) each hold some top-level sections: a mounted ConfigMap with one key
+//! per section, so a kustomize component can add a section (`fallback`) as a key.
 
 use std::path::{Path, PathBuf};
 
@@ -41,17 +45,50 @@ impl LoadError {
     }
 }
 
-/// Reads and validates the configuration file at `path`.
+/// Reads and validates the configuration at `path` (a file or a directory).
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let read = |source| LoadError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
     let invalid = |source| LoadError::Invalid {
         path: path.to_owned(),
         source,
     };
-    let config = Config::from_yaml(&text).map_err(invalid)?;
+    let documents = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(read)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|file| {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+                !name.starts_with('.')
+                    && (name.ends_with(".yaml") || name.ends_with(".yml"))
+                    && file.is_file()
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(read(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the directory holds no *.yaml file",
+            )));
+        }
+        let mut documents = Vec::with_capacity(files.len());
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let name = file
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            documents.push((name, text));
+        }
+        documents
+    } else {
+        vec![(String::new(), std::fs::read_to_string(path).map_err(read)?)]
+    };
+    let config = Config::from_documents(&documents).map_err(invalid)?;
     let mut problems = Vec::new();
     if let Some(ca_file) = config.health.as_ref().and_then(|h| h.ca_file.as_ref()) {
         check_ca_file("health.caFile", ca_file, &mut problems);
@@ -107,5 +144,24 @@ mod tests {
         let missing = Path::new("does/not/exist.yaml");
         let message = format!("{}", load(missing).unwrap_err());
         assert!(message.contains("does/not/exist.yaml"), "{message}");
+    }
+
+    #[test]
+    fn load_reads_a_directory_of_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "harbor: h.example.com\nproxies: {docker.io: p}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("fallback.yaml"), "fallback: {after: 1m}\n").unwrap();
+        // What a ConfigMap volume also holds: hidden entries, and other files.
+        std::fs::create_dir(dir.path().join("..2026_12_01")).unwrap();
+        std::fs::write(dir.path().join("README.txt"), "not config").unwrap();
+        let config = load(dir.path()).unwrap();
+        assert_eq!(
+            config.fallback.map(|f| f.after),
+            Some(std::time::Duration::from_secs(60))
+        );
     }
 }

@@ -21,7 +21,13 @@ use serde_json::{Value, json};
 /// Kinds that come from CRDs (cert-manager, the Prometheus Operator): no official
 /// schema, checked by the tests below instead.
 const CRD_KINDS: [&str; 4] = ["Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"];
-const VARIANTS: [&str; 4] = ["base", "cert-manager", "static-certs", "with-monitoring"];
+const VARIANTS: [&str; 5] = [
+    "base",
+    "cert-manager",
+    "static-certs",
+    "with-monitoring",
+    "with-fallback",
+];
 
 struct Workspace {
     _dir: tempfile::TempDir,
@@ -39,6 +45,14 @@ fn workspace() -> &'static Workspace {
         copy_dir(&common::project_root().join("manifests"), &manifests);
         let static_certs = manifests.join("overlays/static-certs/generated");
         common::harbor_pilot_ok(&["certs", "--out", static_certs.to_str().unwrap()]);
+        let fallback = manifests.join("overlays/with-fallback");
+        std::fs::create_dir_all(&fallback).unwrap();
+        std::fs::write(
+            fallback.join("kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - ../static-certs\ncomponents:\n  - ../../components/fallback\n",
+        )
+        .unwrap();
         let monitoring = manifests.join("overlays/with-monitoring");
         std::fs::create_dir_all(&monitoring).unwrap();
         std::fs::write(
@@ -131,12 +145,33 @@ fn every_variant_renders_the_objects_it_promises() {
         kinds("with-monitoring")
             .is_superset(&["ServiceMonitor", "PrometheusRule"].into_iter().collect())
     );
-    for variant in VARIANTS {
+    for variant in VARIANTS.into_iter().filter(|v| *v != "with-fallback") {
         // The webhook never calls the API: no RBAC at all.
         for rbac in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
             assert!(!kinds(variant).contains(rbac), "{variant} has a {rbac}");
         }
     }
+    // Only the fallback component adds API access, and only this.
+    assert!(
+        kinds("with-fallback")
+            .is_superset(&["ClusterRole", "ClusterRoleBinding"].into_iter().collect())
+    );
+    let role = one(docs("with-fallback"), "ClusterRole");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        ])
+    );
+    let binding = one(docs("with-fallback"), "ClusterRoleBinding");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "harbor-pilot", "namespace": "harbor-pilot"}])
+    );
+    let pod = &one(docs("with-fallback"), "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(pod["containers"][0]["env"][0]["name"], "POD_NAME");
 }
 
 #[test]
@@ -331,7 +366,12 @@ fn the_deployment_is_available_and_locked_down() {
             pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
             "{variant}"
         );
-        assert_eq!(pod["automountServiceAccountToken"], false, "{variant}");
+        // No API token, except where the fallback controller needs one.
+        assert_eq!(
+            pod["automountServiceAccountToken"],
+            variant == "with-fallback",
+            "{variant}"
+        );
         assert_eq!(
             spec["template"]["metadata"]["labels"]["harbor-pilot.io/rewrite"],
             "disabled"
@@ -383,7 +423,10 @@ fn the_deployment_is_available_and_locked_down() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|m| file.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
+                .find(|m| {
+                    let mount = m["mountPath"].as_str().unwrap();
+                    file == mount || file.starts_with(&format!("{mount}/"))
+                })
                 .unwrap_or_else(|| panic!("{variant}: {file} is on no mount"))
         };
         let tls_mount = mount_of(flag("tls-cert-file"));
@@ -451,13 +494,23 @@ fn the_configmap_holds_a_config_the_cli_accepts() {
                     .starts_with("harbor-pilot-config")
             })
             .unwrap();
-        let path = dir.path().join(format!("{variant}.yaml"));
-        std::fs::write(&path, config_map["data"]["config.yaml"].as_str().unwrap()).unwrap();
+        // As the pod mounts it: a directory with one file per key.
+        let mounted = dir.path().join(variant);
+        std::fs::create_dir_all(&mounted).unwrap();
+        for (key, value) in config_map["data"].as_object().unwrap() {
+            std::fs::write(mounted.join(key), value.as_str().unwrap()).unwrap();
+        }
         let summary =
-            common::harbor_pilot_ok(&["check-config", "--config", path.to_str().unwrap()]);
+            common::harbor_pilot_ok(&["check-config", "--config", mounted.to_str().unwrap()]);
         assert!(
             summary.contains("health: Health probe"),
             "{variant}: no fail-open health check:\n{summary}"
+        );
+        let has_fallback = !summary.contains("fallback: none");
+        assert_eq!(
+            has_fallback,
+            variant == "with-fallback",
+            "{variant}:\n{summary}"
         );
     }
     // The file in the repository is the one the ConfigMap carries.

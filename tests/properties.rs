@@ -110,7 +110,7 @@ proptest! {
     }
 
     #[test]
-    fn the_patch_applies_and_touches_only_images_and_the_annotation(
+    fn the_patch_applies_and_touches_only_images_the_annotation_and_the_label(
         containers in prop::collection::vec(any_image(), 1..6),
         init in prop::collection::vec(any_image(), 0..3),
         volume in prop::option::of(image()),
@@ -168,8 +168,9 @@ proptest! {
         }
         for changed in common::json_diff(&pod, &patched) {
             let is_image = changed.ends_with("/image") || changed.ends_with("/image/reference");
-            let is_annotation = changed == "/metadata/annotations/harbor-pilot.io~1original-images";
-            prop_assert!(is_image || is_annotation, "changed {}", changed);
+            let is_metadata = changed == "/metadata/annotations/harbor-pilot.io~1original-images"
+                || changed == "/metadata/labels/harbor-pilot.io~1rewritten";
+            prop_assert!(is_image || is_metadata, "changed {}", changed);
         }
         if annotated {
             prop_assert_eq!(&patched["metadata"]["annotations"]["team"], "a");

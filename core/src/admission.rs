@@ -89,7 +89,8 @@ mod tests {
             pod,
             json!({"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": "p", "annotations": {
-                       "harbor-pilot.io/original-images": r#"{"c":"nginx"}"#}},
+                       "harbor-pilot.io/original-images": r#"{"c":"nginx"}"#},
+                       "labels": {"harbor-pilot.io/rewritten": "true"}},
                    "spec": {"containers": [{"name": "c", "image": "harbor.example.com/hub/library/nginx"}]}})
         );
     }

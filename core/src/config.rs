@@ -8,6 +8,7 @@
 //! Pure: text in, a validated [`Config`] out. Reading the file, and the files it names
 //! (`health.caFile`), is the binary's business.
 
+mod fallback;
 mod health;
 mod rules;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 use crate::rules::CachedRules;
 
+pub use fallback::{Fallback, RawFallback};
 pub use health::{DEFAULT_COMPONENTS, HealthCheck, ProbeKind, ProbeTarget, RawHealth};
 pub use rules::DEFAULT_PLACEHOLDERS;
 
@@ -38,6 +40,9 @@ pub struct RawConfig {
     /// How to tell whether Harbor is up; without it harbor-pilot always rewrites.
     #[serde(default)]
     pub health: Option<RawHealth>,
+    /// Sending pods stuck pulling from Harbor back to their upstream images.
+    #[serde(default)]
+    pub fallback: Option<RawFallback>,
 }
 
 /// A validated configuration.
@@ -47,6 +52,8 @@ pub struct Config {
     pub rules: CachedRules,
     /// The Harbor health check, if configured.
     pub health: Option<HealthCheck>,
+    /// The fallback controller, if configured.
+    pub fallback: Option<Fallback>,
 }
 
 /// Why a configuration cannot be used.
@@ -138,6 +145,51 @@ impl Config {
         let raw: RawConfig = yaml_serde::from_str(text).map_err(ConfigError::Syntax)?;
         Self::try_from(raw)
     }
+
+    /// Parses and validates a configuration split over several documents, `(name,
+    /// text)`, each holding some of the top-level sections (a directory of files, as a
+    /// ConfigMap with one key per section mounts it). A section in two documents is an
+    /// error naming both.
+    pub fn from_documents(documents: &[(String, String)]) -> Result<Self, ConfigError> {
+        if let [(_, text)] = documents {
+            return Self::from_yaml(text);
+        }
+        let mut merged = yaml_serde::Mapping::new();
+        let mut owner: Vec<(String, &str)> = Vec::new();
+        let mut problems = Vec::new();
+        for (name, text) in documents {
+            let value: yaml_serde::Value =
+                yaml_serde::from_str(text).map_err(ConfigError::Syntax)?;
+            let yaml_serde::Value::Mapping(sections) = value else {
+                if value.is_null() {
+                    continue; // an empty file
+                }
+                problems.push(Invalid::field(
+                    name.clone(),
+                    "is not a mapping of configuration sections",
+                ));
+                continue;
+            };
+            for (key, section) in sections {
+                let key_text = key.as_str().unwrap_or_default().to_owned();
+                if let Some((_, first)) = owner.iter().find(|(k, _)| *k == key_text) {
+                    problems.push(Invalid::field(
+                        key_text.clone(),
+                        format!("is in both {first} and {name}; write each section once"),
+                    ));
+                    continue;
+                }
+                owner.push((key_text, name));
+                merged.insert(key, section);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let raw: RawConfig = yaml_serde::from_value(yaml_serde::Value::Mapping(merged))
+            .map_err(ConfigError::Syntax)?;
+        Self::try_from(raw)
+    }
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -150,14 +202,17 @@ impl TryFrom<RawConfig> for Config {
             exclude,
             placeholders,
             health,
+            fallback,
         } = raw;
         let mut problems = Vec::new();
         let rules = rules::build(harbor, proxies, exclude, placeholders, &mut problems);
         let health = health.and_then(|raw| health::build(raw, &mut problems));
+        let fallback = fallback.and_then(|raw| fallback::build(raw, &mut problems));
         match rules {
             Some(rules) if problems.is_empty() => Ok(Self {
                 rules: CachedRules::new(rules),
                 health,
+                fallback,
             }),
             _ => Err(ConfigError::Invalid(problems)),
         }
@@ -406,5 +461,62 @@ proxies:
         let message =
             error_for("harbor: h.example.com\nproxies:\n  docker.io: a\n  docker.io: b\n");
         assert!(!message.contains("proxies: proxies"), "{message}");
+    }
+
+    #[test]
+    fn sections_may_come_from_several_documents() {
+        let documents = [
+            ("config.yaml".to_owned(), GOOD.to_owned()),
+            (
+                "fallback.yaml".to_owned(),
+                "fallback:\n  after: 45s\n".to_owned(),
+            ),
+            ("empty.yaml".to_owned(), String::new()),
+        ];
+        let config = Config::from_documents(&documents).unwrap();
+        assert_eq!(
+            config.fallback,
+            Some(Fallback {
+                after: Duration::from_secs(45)
+            })
+        );
+        assert_eq!(config.rules.harbor(), "harbor.example.com");
+    }
+
+    #[test]
+    fn a_section_in_two_documents_names_both() {
+        let documents = [
+            ("a.yaml".to_owned(), GOOD.to_owned()),
+            (
+                "b.yaml".to_owned(),
+                "harbor: other.example.com\n".to_owned(),
+            ),
+        ];
+        let problems = Config::from_documents(&documents).unwrap_err().problems();
+        assert_eq!(
+            problems,
+            ["harbor: is in both a.yaml and b.yaml; write each section once"]
+        );
+    }
+
+    #[rstest]
+    #[case::default("fallback: {}\n", Some(30))]
+    #[case::set("fallback:\n  after: 2m\n", Some(120))]
+    #[case::absent("", None)]
+    fn reads_the_fallback_section(#[case] section: &str, #[case] seconds: Option<u64>) {
+        let config = Config::from_yaml(&format!("{GOOD}{section}")).unwrap();
+        assert_eq!(
+            config.fallback.map(|f| f.after),
+            seconds.map(Duration::from_secs)
+        );
+    }
+
+    #[test]
+    fn names_a_bad_fallback_duration() {
+        let message = error_for(&format!("{GOOD}fallback:\n  after: soon\n"));
+        assert!(
+            message.contains("fallback.after: \"soon\" is not a positive duration"),
+            "{message}"
+        );
     }
 }

@@ -142,17 +142,15 @@ pub fn check_review(body: &[u8], rules: &CachedRules) -> Result<(), Violation> {
         let Some(patch) = &response.patch else {
             continue;
         };
-        if harbor == Harbor::Unavailable {
-            return fail("patched while Harbor is unavailable");
-        }
-        check_patch(body, patch)?;
+        check_patch(body, patch, harbor)?;
     }
     Ok(())
 }
 
-/// The patch applies to the object as sent, and what it changes is an image or the
-/// `harbor-pilot.io/original-images` annotation.
-fn check_patch(body: &[u8], patch: &[u8]) -> Result<(), Violation> {
+/// The patch applies to the object as sent, and what it changes is an image (never
+/// while Harbor is unavailable), the `harbor-pilot.io/original-images` annotation or the
+/// `harbor-pilot.io/rewritten` label.
+fn check_patch(body: &[u8], patch: &[u8], harbor: Harbor) -> Result<(), Violation> {
     let patch: Patch = match serde_json::from_slice(patch) {
         Ok(patch) => patch,
         Err(error) => return fail(format!("patch is not a JSON Patch: {error}")),
@@ -172,11 +170,16 @@ fn check_patch(body: &[u8], patch: &[u8]) -> Result<(), Violation> {
     }
     for operation in &patch.0 {
         let path = operation.path().to_string();
-        let allowed = path.ends_with("/image")
-            || path.ends_with("/image/reference")
+        let image = path.ends_with("/image") || path.ends_with("/image/reference");
+        if image && harbor == Harbor::Unavailable {
+            return fail(format!("{path} patched while Harbor is unavailable"));
+        }
+        let allowed = image
             || path == "/metadata/annotations"
+            || path == "/metadata/labels"
             || (path == "/metadata" && !original["metadata"].is_object())
-            || path == "/metadata/annotations/harbor-pilot.io~1original-images";
+            || path == "/metadata/annotations/harbor-pilot.io~1original-images"
+            || path == "/metadata/labels/harbor-pilot.io~1rewritten";
         if !allowed {
             return fail(format!("patch touches {path}"));
         }
@@ -221,9 +224,9 @@ mod tests {
         assert_eq!(check_review(body, &rules()), Ok(()));
         // A patch that points at a container that is not there must be reported.
         let wrong = br#"[{"op":"replace","path":"/spec/containers/3/image","value":"x"}]"#;
-        assert!(check_patch(body, wrong).is_err());
+        assert!(check_patch(body, wrong, Harbor::Available).is_err());
         let elsewhere = br#"[{"op":"replace","path":"/metadata/name","value":"x"}]"#;
-        assert!(check_patch(body, elsewhere).is_err());
+        assert!(check_patch(body, elsewhere, Harbor::Available).is_err());
         assert_eq!(check_review(b"{", &rules()), Ok(()));
     }
 

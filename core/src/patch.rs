@@ -1,9 +1,14 @@
 //! Which image fields of a Pod to rewrite, and the JSON Patch (RFC 6902) that does it.
 //!
 //! [`plan`] walks init containers, containers, ephemeral containers and image volumes
-//! (in that order), asks the rules ([`CachedRules`]) about each image, and produces one `replace` per
-//! rewritten image plus one `add` recording the originals in the annotation
-//! [`ORIGINAL_IMAGES_ANNOTATION`]. Nothing else in the Pod is touched.
+//! (in that order), asks the rules ([`CachedRules`]) about each image, and produces one
+//! `replace` per rewritten image, the annotation [`ORIGINAL_IMAGES_ANNOTATION`] recording
+//! the originals, and the label [`REWRITTEN_LABEL`] by which the fallback controller
+//! finds the pods it may have to send back. Nothing else in the Pod is touched.
+//!
+//! The annotation is kept true: an UPDATE that puts a container back to its recorded
+//! original (a fallback, or a person doing the same) is left alone, and an entry whose
+//! container now runs neither its original nor the original's rewrite is dropped.
 //!
 //! Pure: no I/O.
 
@@ -25,6 +30,8 @@ pub const REWRITE_DISABLED: &str = "disabled";
 /// Pod annotation holding `{"<container name>": "<original image>"}` for every image
 /// harbor-pilot rewrote. Image volumes are keyed `volume:<volume name>`.
 pub const ORIGINAL_IMAGES_ANNOTATION: &str = "harbor-pilot.io/original-images";
+/// Pod label set on every pod harbor-pilot rewrote: `harbor-pilot.io/rewritten: "true"`.
+pub const REWRITTEN_LABEL: &str = "harbor-pilot.io/rewritten";
 
 /// The kind of field an image sits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,31 +169,73 @@ pub fn plan<'p, 'r>(
             slots(old).map(|s| ((s.kind, s.name), s.image)).collect()
         }
     };
+    let recorded = recorded_originals(pod);
     let mut out = PodRewrite::default();
+    // The annotation as it should be after this admission, if that differs.
+    let mut annotation = recorded.clone().unwrap_or_default();
     for slot in slots(pod) {
         let old_image = old.get(&(slot.kind, slot.name)).copied();
+        let key = slot.annotation_key();
+        let original = recorded.as_ref().and_then(|r| r.get(&key));
         let verdict = if opted_out {
             Verdict::Keep(Reason::PodOptedOut)
         } else {
             match scope_reason(slot, scope, old_image) {
                 Some(reason) => Verdict::Keep(reason),
+                // Back to the recorded original: a fallback, or a person undoing the
+                // rewrite. Sending it to Harbor again would undo that.
+                None if matches!(scope, Scope::Update { .. })
+                    && original.is_some_and(|o| o == slot.image) =>
+                {
+                    Verdict::Keep(Reason::RevertedToOriginal)
+                }
                 None => rules.decide(slot.image).into(),
             }
         };
-        if let Verdict::Rewrite(rewrite) = &verdict {
-            out.patch.push(PatchOperation::Replace(ReplaceOperation {
-                path: slot.pointer(),
-                value: Value::String(rewrite.image.clone()),
-            }));
-            out.originals
-                .insert(slot.annotation_key(), slot.image.to_owned());
+        match &verdict {
+            Verdict::Rewrite(rewrite) => {
+                out.patch.push(PatchOperation::Replace(ReplaceOperation {
+                    path: slot.pointer(),
+                    value: Value::String(rewrite.image.clone()),
+                }));
+                out.originals.insert(key.clone(), slot.image.to_owned());
+                annotation.insert(key, slot.image.to_owned());
+            }
+            // A recorded original that no longer belongs to what the container runs
+            // (an UPDATE set another image) would send a later fallback to the wrong
+            // image: it goes.
+            Verdict::Keep(_) => {
+                if let Some(original) = original
+                    && original != slot.image
+                    && rules.decide(original).rewrite_image() != Some(slot.image)
+                {
+                    annotation.remove(&key);
+                }
+            }
         }
         out.changes.push(Change { slot, verdict });
     }
-    if !out.originals.is_empty() && !matches!(scope, Scope::NewEphemeral { .. }) {
-        out.patch.push(annotation_op(pod, &out.originals));
+    // The subresource keeps nothing but ephemeral containers: no metadata there.
+    if !matches!(scope, Scope::NewEphemeral { .. }) {
+        let annotation_change = match &recorded {
+            Some(before) if *before == annotation => None,
+            None if annotation.is_empty() => None,
+            _ if annotation.is_empty() => Some(None),
+            _ => Some(Some(annotation)),
+        };
+        let label = !out.originals.is_empty()
+            && pod.labels().get(REWRITTEN_LABEL).map(String::as_str) != Some("true");
+        out.patch
+            .extend(metadata_ops(pod, annotation_change, label));
     }
     out
+}
+
+/// The originals an earlier admission recorded; `None` without the annotation (or with
+/// one that does not read, which the next rewrite replaces).
+fn recorded_originals(pod: &PodImages) -> Option<BTreeMap<String, String>> {
+    pod.annotation(ORIGINAL_IMAGES_ANNOTATION)
+        .and_then(|v| serde_json::from_str(v).ok())
 }
 
 /// `Some(reason)` when `scope` takes `slot` out of consideration; `old_image` is the
@@ -250,40 +299,69 @@ pub fn slots(pod: &PodImages) -> impl Iterator<Item = Slot<'_>> {
         )
 }
 
-/// Records `originals` in the annotation, merged over what an earlier admission of the
-/// same pod recorded (an UPDATE, or a reinvocation after another webhook).
-fn annotation_op(pod: &PodImages, originals: &BTreeMap<String, String>) -> PatchOperation {
-    // An unreadable earlier value cannot be merged; ours replaces it.
-    let mut merged: BTreeMap<String, String> = pod
-        .annotation(ORIGINAL_IMAGES_ANNOTATION)
-        .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default();
-    merged.extend(originals.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let value = Value::String(serde_json::to_string(&merged).unwrap_or_default());
+/// The operations that set (`Some(Some(map))`) or remove (`Some(None)`) the annotation,
+/// and set the label when `label`. `add` needs the parent to exist, so a missing (or
+/// null) `metadata`, `annotations` or `labels` is created whole.
+fn metadata_ops(
+    pod: &PodImages,
+    annotation: Option<Option<BTreeMap<String, String>>>,
+    label: bool,
+) -> Vec<PatchOperation> {
     let object =
         |key: &str, value: Value| Value::Object([(key.to_owned(), value)].into_iter().collect());
-    let (path, value): (&[&str], Value) = if pod.metadata_missing {
-        // `add` needs the parent to exist: create the whole metadata object.
-        (
-            &["metadata"],
-            object("annotations", object(ORIGINAL_IMAGES_ANNOTATION, value)),
-        )
-    } else if pod.metadata.annotations.is_none() {
-        // `add` on a missing (or null) `annotations` creates the map.
-        (
-            &["metadata", "annotations"],
-            object(ORIGINAL_IMAGES_ANNOTATION, value),
-        )
-    } else {
-        (
-            &["metadata", "annotations", ORIGINAL_IMAGES_ANNOTATION],
+    let add = |path: &[&str], value: Value| {
+        PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(path.iter().copied()),
             value,
-        )
+        })
     };
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(path.iter().copied()),
-        value,
-    })
+    let annotation_value = |map: &BTreeMap<String, String>| {
+        Value::String(serde_json::to_string(map).unwrap_or_default())
+    };
+    let label_value = || Value::String("true".to_owned());
+    if pod.metadata_missing {
+        let mut metadata = serde_json::Map::new();
+        if let Some(Some(map)) = &annotation {
+            metadata.insert(
+                "annotations".to_owned(),
+                object(ORIGINAL_IMAGES_ANNOTATION, annotation_value(map)),
+            );
+        }
+        if label {
+            metadata.insert("labels".to_owned(), object(REWRITTEN_LABEL, label_value()));
+        }
+        return if metadata.is_empty() {
+            Vec::new()
+        } else {
+            vec![add(&["metadata"], Value::Object(metadata))]
+        };
+    }
+    let mut ops = Vec::new();
+    match annotation {
+        Some(Some(map)) if pod.metadata.annotations.is_none() => ops.push(add(
+            &["metadata", "annotations"],
+            object(ORIGINAL_IMAGES_ANNOTATION, annotation_value(&map)),
+        )),
+        Some(Some(map)) => ops.push(add(
+            &["metadata", "annotations", ORIGINAL_IMAGES_ANNOTATION],
+            annotation_value(&map),
+        )),
+        Some(None) => ops.push(PatchOperation::Remove(json_patch::RemoveOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations", ORIGINAL_IMAGES_ANNOTATION]),
+        })),
+        None => {}
+    }
+    if label {
+        ops.push(if pod.metadata.labels.is_none() {
+            add(
+                &["metadata", "labels"],
+                object(REWRITTEN_LABEL, label_value()),
+            )
+        } else {
+            add(&["metadata", "labels", REWRITTEN_LABEL], label_value())
+        });
+    }
+    ops
 }
 
 #[cfg(test)]
@@ -330,7 +408,8 @@ mod tests {
             out,
             json!({
                 "metadata": {"name": "p", "annotations": {ORIGINAL_IMAGES_ANNOTATION:
-                    r#"{"app":"nginx:1.25","dbg":"quay.io/a/b:1","init":"busybox","volume:models":"quay.io/m/n:2"}"#}},
+                    r#"{"app":"nginx:1.25","dbg":"quay.io/a/b:1","init":"busybox","volume:models":"quay.io/m/n:2"}"#},
+                    "labels": {REWRITTEN_LABEL: "true"}},
                 "spec": {
                     "initContainers": [{"name": "init", "image": "harbor.example.com/hub/library/busybox"}],
                     "containers": [{"name": "app", "image": "harbor.example.com/hub/library/nginx:1.25"},
@@ -351,7 +430,8 @@ mod tests {
         let out = apply(&doc, &plan(&images, Scope::Create, &rules()).patch);
         assert_eq!(
             out["metadata"],
-            json!({"annotations": {ORIGINAL_IMAGES_ANNOTATION: r#"{"c":"nginx"}"#}})
+            json!({"annotations": {ORIGINAL_IMAGES_ANNOTATION: r#"{"c":"nginx"}"#},
+                   "labels": {REWRITTEN_LABEL: "true"}})
         );
     }
 
@@ -497,5 +577,77 @@ mod tests {
             plan.patch[1].path().as_str(),
             "/metadata/annotations/harbor-pilot.io~1original-images"
         );
+    }
+
+    /// A stored pod whose container `c` was rewritten from `nginx:1.25`, as an UPDATE's
+    /// oldObject, and the same pod with `c`'s image set to `image`.
+    fn update_of_rewritten(image: &str) -> (Value, PodImages, PodImages) {
+        let annotations = json!({ORIGINAL_IMAGES_ANNOTATION: r#"{"c":"nginx:1.25"}"#});
+        let old = json!({"metadata": {"name": "p", "annotations": annotations,
+                                      "labels": {REWRITTEN_LABEL: "true", "app": "web"}},
+                         "spec": {"containers": [{"name": "c", "image": "harbor.example.com/hub/library/nginx:1.25"}]}});
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!(image);
+        let (_, old) = pod(old);
+        let (doc, new_images) = pod(new);
+        (doc, old, new_images)
+    }
+
+    #[test]
+    fn an_update_back_to_the_recorded_original_stays_upstream() {
+        let (_, old, new) = update_of_rewritten("nginx:1.25");
+        let rules = rules();
+        let plan = plan(&new, Scope::Update { old: &old }, &rules);
+        assert!(plan.patch.is_empty(), "{:?}", plan.patch);
+        assert_eq!(
+            plan.changes[0].verdict,
+            Verdict::Keep(Reason::RevertedToOriginal)
+        );
+    }
+
+    #[test]
+    fn an_update_to_another_proxied_image_replaces_the_recorded_original() {
+        let (doc, old, new) = update_of_rewritten("redis:7");
+        let rules = rules();
+        let out = apply(&doc, &plan(&new, Scope::Update { old: &old }, &rules).patch);
+        assert_eq!(
+            out["spec"]["containers"][0]["image"],
+            "harbor.example.com/hub/library/redis:7"
+        );
+        assert_eq!(
+            out["metadata"]["annotations"],
+            json!({ORIGINAL_IMAGES_ANNOTATION: r#"{"c":"redis:7"}"#})
+        );
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({REWRITTEN_LABEL: "true", "app": "web"})
+        );
+    }
+
+    #[test]
+    fn an_update_to_an_unproxied_image_drops_the_stale_original() {
+        // Left in place, the entry would send a later fallback to nginx:1.25.
+        let (doc, old, new) = update_of_rewritten("gcr.io/team/app:2");
+        let rules = rules();
+        let plan = plan(&new, Scope::Update { old: &old }, &rules);
+        let out = apply(&doc, &plan.patch);
+        assert_eq!(out["spec"]["containers"][0]["image"], "gcr.io/team/app:2");
+        assert_eq!(out["metadata"]["annotations"], json!({}));
+        assert_eq!(plan.rewritten(), 0);
+    }
+
+    #[test]
+    fn the_label_is_added_to_existing_labels_once() {
+        let (doc, images) = pod(json!({"metadata": {"labels": {"app": "web"}},
+                                       "spec": {"containers": [{"name": "c", "image": "nginx"}]}}));
+        let rules = rules();
+        let out = apply(&doc, &plan(&images, Scope::Create, &rules).patch);
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "web", REWRITTEN_LABEL: "true"})
+        );
+        // A second pass (reinvocation) adds nothing.
+        let again: PodImages = serde_json::from_value(out).unwrap();
+        assert!(plan(&again, Scope::Create, &rules).patch.is_empty());
     }
 }

@@ -133,6 +133,16 @@ impl fmt::Display for Keep<'_> {
     }
 }
 
+impl Decision<'_> {
+    /// The image to pull instead, if it is a rewrite.
+    pub fn rewrite_image(&self) -> Option<&str> {
+        match self {
+            Decision::Rewrite(rewrite) => Some(&rewrite.image),
+            Decision::Keep(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Decision<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

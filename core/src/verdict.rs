@@ -35,6 +35,9 @@ pub enum Reason<'r> {
     ExistingEphemeral,
     /// The pod is labelled `harbor-pilot.io/rewrite: disabled`.
     PodOptedOut,
+    /// Pod UPDATE: set back to the original recorded in `harbor-pilot.io/original-images`
+    /// (by the fallback controller, or by hand); it stays upstream.
+    RevertedToOriginal,
     /// It would be rewritten, but Harbor is down (or not probed yet): fail open.
     HarborUnavailable,
 }
@@ -47,14 +50,15 @@ impl Reason<'_> {
             Reason::UnchangedOnUpdate => "unchanged_on_update",
             Reason::ExistingEphemeral => "existing_ephemeral",
             Reason::PodOptedOut => "pod_opted_out",
+            Reason::RevertedToOriginal => "reverted_to_original",
             Reason::HarborUnavailable => "harbor_unavailable",
         }
     }
 
     /// Every label value [`Reason::as_str`] can return: the rules' own, then the
     /// request's (a test checks the list is complete and has no duplicates).
-    pub const LABELS: [&'static str; Keep::LABELS.len() + 4] = {
-        let mut out = [""; Keep::LABELS.len() + 4];
+    pub const LABELS: [&'static str; Keep::LABELS.len() + 5] = {
+        let mut out = [""; Keep::LABELS.len() + 5];
         let mut i = 0;
         while i < Keep::LABELS.len() {
             out[i] = Keep::LABELS[i];
@@ -63,7 +67,8 @@ impl Reason<'_> {
         out[i] = "unchanged_on_update";
         out[i + 1] = "existing_ephemeral";
         out[i + 2] = "pod_opted_out";
-        out[i + 3] = "harbor_unavailable";
+        out[i + 3] = "reverted_to_original";
+        out[i + 4] = "harbor_unavailable";
         out
     };
 }
@@ -77,6 +82,9 @@ impl fmt::Display for Reason<'_> {
             }
             Reason::ExistingEphemeral => f.write_str("existing ephemeral container (immutable)"),
             Reason::PodOptedOut => f.write_str("pod labelled harbor-pilot.io/rewrite: disabled"),
+            Reason::RevertedToOriginal => f.write_str(
+                "set back to its recorded original (a fallback, or by hand): stays upstream",
+            ),
             Reason::HarborUnavailable => {
                 f.write_str("Harbor is unavailable: left upstream (fail open)")
             }
@@ -139,6 +147,7 @@ mod tests {
             Reason::UnchangedOnUpdate,
             Reason::ExistingEphemeral,
             Reason::PodOptedOut,
+            Reason::RevertedToOriginal,
             Reason::HarborUnavailable,
         ];
         let labels: Vec<_> = reasons.iter().map(Reason::as_str).collect();

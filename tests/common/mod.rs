@@ -13,6 +13,7 @@ pub mod client;
 pub mod cluster;
 pub mod h2raw;
 pub mod injector;
+pub mod pilot;
 pub mod process;
 pub mod registry;
 pub mod server;
@@ -400,14 +401,18 @@ pub fn verify_answer(file: &str, body: &[u8], answer: &Value) -> Result<Verified
     // Only the images and the annotation may change.
     let ephemeral = sub == Some("ephemeralcontainers");
     for changed in json_diff(object, &patched) {
-        let is_annotation = changed == "/metadata/annotations/harbor-pilot.io~1original-images";
-        if !allowed_paths.contains(&changed) && (!is_annotation || ephemeral) {
+        let is_metadata = changed == "/metadata/annotations/harbor-pilot.io~1original-images"
+            || changed == "/metadata/labels/harbor-pilot.io~1rewritten";
+        if !allowed_paths.contains(&changed) && (!is_metadata || ephemeral) {
             return fail(format!(
                 "the patch changed {changed}, which is not an image field"
             ));
         }
     }
     if verified.rewritten > 0 && !ephemeral {
+        if patched["metadata"]["labels"]["harbor-pilot.io/rewritten"] != "true" {
+            return fail("a rewritten pod is not labelled harbor-pilot.io/rewritten".into());
+        }
         let recorded = patched["metadata"]["annotations"][ANNOTATION]
             .as_str()
             .ok_or_else(|| format!("{file}: annotation {ANNOTATION} missing"))?;
@@ -429,14 +434,28 @@ pub fn verify_answer(file: &str, body: &[u8], answer: &Value) -> Result<Verified
             .as_str()
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or_default();
-        for (key, image) in before {
-            if !recorded.contains_key(&key) {
-                return fail(format!("annotation lost the earlier entry {key}={image}"));
+        for (key, original) in before {
+            // An entry may go only when its container now runs neither the original
+            // nor the original's rewrite (it would send a fallback to the wrong image).
+            let stale = json_slots(&patched).iter().any(|s| {
+                s.annotation_key() == key
+                    && s.image != original
+                    && expected_rewrite(&original).as_deref() != Some(s.image.as_str())
+            });
+            if !recorded.contains_key(&key) && !stale {
+                return fail(format!(
+                    "annotation lost the earlier entry {key}={original}"
+                ));
             }
         }
     }
-    if verified.rewritten == 0 && patch.is_some() {
-        return fail("a patch although nothing is rewritten".into());
+    if verified.rewritten == 0
+        && patch.as_ref().is_some_and(|p| {
+            p.0.iter()
+                .any(|op| !op.path().to_string().starts_with("/metadata"))
+        })
+    {
+        return fail("an image patched although nothing is rewritten".into());
     }
     Ok(verified)
 }

@@ -150,12 +150,13 @@ fn finish<'a>(
         .changes
         .first()
         .is_some_and(|c| c.verdict == Verdict::Keep(Reason::PodOptedOut));
+    let quiet = if opted_out {
+        Outcome::OptedOut
+    } else {
+        Outcome::Unchanged
+    };
     let outcome = if plan.patch.is_empty() {
-        if opted_out {
-            Outcome::OptedOut
-        } else {
-            Outcome::Unchanged
-        }
+        quiet
     } else {
         if ephemeral {
             // The API server keeps only spec.ephemeralContainers from this subresource,
@@ -166,10 +167,12 @@ fn finish<'a>(
                     .insert("original-images".to_owned(), originals);
             }
         }
+        // A patch without a rewrite only mends the annotation.
+        let rewritten = plan.rewritten() > 0;
         match response.clone().with_patch(json_patch::Patch(plan.patch)) {
             Ok(patched) => {
                 response = patched;
-                Outcome::Rewritten
+                if rewritten { Outcome::Rewritten } else { quiet }
             }
             Err(error) => {
                 response.warnings.get_or_insert_with(Vec::new).push(format!(
