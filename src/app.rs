@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, Readiness};
 use crate::config::{self, LoadError};
+use crate::fallback::{self, Fallback};
 use crate::metrics::Metrics;
 use crate::probe::{self, ProbeSetupError, Prober};
 use crate::server::{self, ConnectionLimits, ServeError, Transport};
@@ -60,6 +61,8 @@ pub struct Settings {
     /// CA certificates that client certificates must chain to; `None` accepts any
     /// client.
     pub client_ca_file: Option<PathBuf>,
+    /// Kubeconfig for the fallback controller; `None`: `KUBECONFIG` or in-cluster.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Why the webhook could not start.
@@ -159,6 +162,7 @@ pub struct Webhook {
     task: JoinHandle<()>,
     reloader: JoinHandle<()>,
     prober: Option<JoinHandle<()>>,
+    controller: Option<JoinHandle<()>>,
 }
 
 impl Webhook {
@@ -228,8 +232,18 @@ impl Webhook {
             source,
         })?;
         webhook::warm_up(&config.rules);
+        let rules = Arc::new(config.rules);
+        let controller = config.fallback.map(|fallback| {
+            fallback::spawn(Fallback {
+                rules: Arc::clone(&rules),
+                gate: gate.clone(),
+                after: fallback.after,
+                metrics: metrics.clone(),
+                kubeconfig: settings.kubeconfig.clone(),
+            })
+        });
         let router = webhook::router(WebhookState {
-            rules: Arc::new(config.rules),
+            rules,
             metrics: metrics.clone(),
             max_body_bytes: settings.max_body_bytes,
             body_read_timeout: settings.body_read_timeout,
@@ -255,6 +269,7 @@ impl Webhook {
             task,
             reloader,
             prober,
+            controller,
         })
     }
 
@@ -271,8 +286,8 @@ impl Webhook {
     /// Stops accepting, waits for in-flight requests (bounded by the drain time).
     pub async fn shutdown(self) {
         self.reloader.abort();
-        if let Some(prober) = &self.prober {
-            prober.abort();
+        for task in [&self.prober, &self.controller].into_iter().flatten() {
+            task.abort();
         }
         let _ = self.stop.send(());
         let _ = self.task.await;

@@ -114,8 +114,9 @@ pub struct ExportContainerdArgs {
 /// The configuration file flag shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct ConfigArg {
-    /// Configuration file (YAML); see config/example.yaml.
-    #[arg(long, env = "HARBOR_PILOT_CONFIG", value_name = "FILE")]
+    /// Configuration file (YAML; see config/example.yaml), or a directory whose *.yaml
+    /// files each hold some of its sections (a mounted ConfigMap).
+    #[arg(long, env = "HARBOR_PILOT_CONFIG", value_name = "FILE|DIR")]
     pub config: PathBuf,
 }
 
@@ -202,6 +203,10 @@ pub struct ServeArgs {
     /// AdmissionConfiguration) complete the TLS handshake.
     #[arg(long, env = "HARBOR_PILOT_CLIENT_CA_FILE", value_name = "FILE")]
     pub client_ca_file: Option<PathBuf>,
+    /// Kubeconfig for the fallback controller (only with a `fallback` section). Without
+    /// it: `KUBECONFIG`, then the in-cluster service account.
+    #[arg(long, env = "HARBOR_PILOT_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// On SIGTERM, how long to keep answering (while /readyz says not ready) before
     /// closing the port, so endpoints can drop this pod first.
     #[arg(long, env = "HARBOR_PILOT_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
@@ -243,6 +248,7 @@ impl ServeArgs {
                 idle_timeout: self.idle_timeout,
             },
             client_ca_file: self.client_ca_file.clone(),
+            kubeconfig: self.kubeconfig.clone(),
             drain_timeout: self.drain_timeout,
             shutdown_delay: self.shutdown_delay,
         }

@@ -12,6 +12,7 @@
 //! - `admin`: `/livez`, `/readyz`, `/metrics`;
 //! - [`metrics`]: the Prometheus metrics;
 //! - `probe`: the Harbor health prober that feeds the core's gate;
+//! - `fallback`: the controller that sends Pods stuck pulling from Harbor back upstream;
 //! - [`config`]: the configuration file read from disk;
 //! - `certs`: the manifests `harbor-pilot certs` writes;
 //! - [`cli`], [`commands`]: the command line;
@@ -26,6 +27,7 @@ pub(crate) mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub(crate) mod fallback;
 pub mod metrics;
 pub(crate) mod probe;
 pub mod server;

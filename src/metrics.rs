@@ -65,6 +65,17 @@ pub enum Transition {
     Down,
 }
 
+/// How an attempt to send containers back to their upstream images ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackResult {
+    /// Patched: the containers run their original images again.
+    Reverted,
+    /// The patch's `test` failed: another replica did it, or the image changed.
+    Conflict,
+    /// The patch failed otherwise; retried.
+    Error,
+}
+
 /// A closed set of label values: every value is registered at zero before any event,
 /// and `as_str` can return nothing else (each enum's test checks its list).
 pub trait Label: Copy + 'static {
@@ -92,6 +103,7 @@ labels!(HandshakeFailure { Timeout => "timeout", Error => "error" });
 labels!(ReloadResult { Success => "success", Error => "error" });
 labels!(ProbeResult { Success => "success", Failure => "failure" });
 labels!(Transition { Up => "up", Down => "down" });
+labels!(FallbackResult { Reverted => "reverted", Conflict => "conflict", Error => "error" });
 
 /// Operation label for requests whose operation is unknown (rejected bodies).
 const UNKNOWN_OPERATION: &str = "unknown";
@@ -112,6 +124,9 @@ pub struct Metrics {
     harbor_probe_duration: Histogram,
     harbor_transitions: IntCounterVec,
     fail_open_admissions: IntCounter,
+    fallbacks: IntCounterVec,
+    fallback_stuck_pods: IntGauge,
+    fallback_watch_restarts: IntCounter,
 }
 
 impl Metrics {
@@ -198,6 +213,23 @@ impl Metrics {
             "fail_open_admissions_total",
             "Admissions whose images stayed upstream because Harbor was unavailable.",
         ))?;
+        let fallbacks = IntCounterVec::new(
+            opts(
+                "fallbacks_total",
+                "Containers the fallback controller tried to send back to their upstream \
+                 images, by result.",
+            ),
+            &["result"],
+        )?;
+        let fallback_stuck_pods = IntGauge::with_opts(opts(
+            "fallback_stuck_pods",
+            "Pods with a container now stuck pulling its Harbor image, waiting to be sent back.",
+        ))?;
+        let fallback_watch_restarts = IntCounter::with_opts(opts(
+            "fallback_watch_restarts_total",
+            "Times the fallback controller's watch of the API server failed and was \
+             re-established.",
+        ))?;
         let build_info = IntGaugeVec::new(
             opts(
                 "build_info",
@@ -220,6 +252,9 @@ impl Metrics {
             Box::new(harbor_probe_duration.clone()),
             Box::new(harbor_transitions.clone()),
             Box::new(fail_open_admissions.clone()),
+            Box::new(fallbacks.clone()),
+            Box::new(fallback_stuck_pods.clone()),
+            Box::new(fallback_watch_restarts.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -242,6 +277,7 @@ impl Metrics {
         register_all::<HandshakeFailure>(&tls_handshake_failures);
         register_all::<ProbeResult>(&harbor_probes);
         register_all::<Transition>(&harbor_transitions);
+        register_all::<FallbackResult>(&fallbacks);
         // Without a health check the gate is always open.
         harbor_up.set(1);
 
@@ -259,6 +295,9 @@ impl Metrics {
             harbor_probe_duration,
             harbor_transitions,
             fail_open_admissions,
+            fallbacks,
+            fallback_stuck_pods,
+            fallback_watch_restarts,
         })
     }
 
@@ -342,6 +381,25 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts `containers` sent back (or not) in one fallback patch.
+    pub fn observe_fallback(&self, result: FallbackResult, containers: usize) {
+        self.fallbacks
+            .with_label_values(&[result.as_str()])
+            .inc_by(u64::try_from(containers).unwrap_or(u64::MAX));
+    }
+
+    /// How many Pods have a container stuck pulling from Harbor now.
+    pub fn set_fallback_stuck_pods(&self, pods: usize) {
+        self.fallback_stuck_pods
+            .set(i64::try_from(pods).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a failed watch (or a client that could not be built) of the fallback
+    /// controller.
+    pub fn observe_fallback_watch_restart(&self) {
+        self.fallback_watch_restarts.inc();
+    }
+
     /// The registry in the Prometheus text format (0.0.4), and its content type.
     pub fn encode(&self) -> Result<(Vec<u8>, String), prometheus::Error> {
         let encoder = TextEncoder::new();
@@ -382,6 +440,11 @@ mod tests {
         check(&[ReloadResult::Success, ReloadResult::Error]);
         check(&[ProbeResult::Success, ProbeResult::Failure]);
         check(&[Transition::Up, Transition::Down]);
+        check(&[
+            FallbackResult::Reverted,
+            FallbackResult::Conflict,
+            FallbackResult::Error,
+        ]);
     }
 
     fn text(metrics: &Metrics) -> String {

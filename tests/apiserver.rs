@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -28,20 +27,18 @@ use base64::Engine as _;
 use common::certs::TestCa;
 use common::cluster::{Cluster, Options};
 use common::injector::Injector;
-use common::process::Serve;
+use common::pilot::{ClusterEnv, Pilot, dry_run, images, map, originals, pod};
 use common::registry::HarborStandIn;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const HARBOR: &str = "harbor.example.com";
 const ANNOTATION: &str = "harbor-pilot.io/original-images";
 const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-/// The namespace whose dry-run Pods tell which webhook is in effect.
-const PROBE_NS: &str = "probe";
 
 type Scenario = for<'a> fn(&'a mut Env) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 
@@ -131,95 +128,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The control plane, the harbor-pilot under test, and the webhook registration.
+/// The control plane and the webhook registration ([`ClusterEnv`]), and the main
+/// harbor-pilot under test.
 struct Env {
-    cluster: Cluster,
-    client: kube::Client,
+    kube: ClusterEnv,
     /// The main harbor-pilot (config/example.yaml, no health check).
     pilot: Pilot,
-    /// The webhook configuration as rendered from manifests/base.
-    rendered: Value,
-    /// Where the registered configuration points now.
-    pointed_at: String,
-}
-
-/// A `harbor-pilot serve` whose certificate files are laid out as a kubelet Secret
-/// volume (`tls.crt -> ..data/tls.crt`, `..data -> ..<version>`), so that installing a
-/// new pair is one atomic rename, as when the kubelet updates a mounted Secret.
-struct Pilot {
-    serve: Serve,
-    /// What a `caBundle` for it holds.
-    ca_pem: String,
-    certs: tempfile::TempDir,
-    url: String,
-    version: usize,
-}
-
-impl Pilot {
-    /// With a certificate from a CA of its own.
-    fn start(config: &Path, extra: &[&str]) -> Self {
-        let ca = TestCa::new("harbor-pilot e2e CA");
-        let leaf = ca.leaf("harbor-pilot e2e");
-        Self::start_with(config, (&leaf.cert_pem, &leaf.key_pem), &ca.pem, extra)
-    }
-
-    /// With the pair `(cert, key)`, which `ca_pem` verifies.
-    fn start_with(config: &Path, pair: (&str, &str), ca_pem: &str, extra: &[&str]) -> Self {
-        let certs = tempfile::tempdir().unwrap();
-        Self::write_version(certs.path(), 0, pair);
-        let cert = certs.path().join("tls.crt");
-        let key = certs.path().join("tls.key");
-        let mut args = vec![
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-key-file",
-            key.to_str().unwrap(),
-            "--tls-reload-interval",
-            "200ms",
-        ];
-        args.extend_from_slice(extra);
-        let mut serve = Serve::start_with_config(config, &args);
-        let addr = serve.addr("webhook listening");
-        Self {
-            serve,
-            ca_pem: ca_pem.to_owned(),
-            certs,
-            url: format!("https://{addr}/mutate"),
-            version: 0,
-        }
-    }
-
-    fn write_version(dir: &Path, version: usize, (cert, key): (&str, &str)) {
-        let versioned = dir.join(format!("..v{version}"));
-        std::fs::create_dir(&versioned).unwrap();
-        std::fs::write(versioned.join("tls.crt"), cert).unwrap();
-        std::fs::write(versioned.join("tls.key"), key).unwrap();
-        let tmp = dir.join("..data_tmp");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(format!("..v{version}"), &tmp).unwrap();
-        std::fs::rename(&tmp, dir.join("..data")).unwrap();
-        for name in ["tls.crt", "tls.key"] {
-            let link = dir.join(name);
-            if !link.exists() {
-                std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
-            }
-        }
-    }
-
-    /// Installs a new pair, as the kubelet does when the Secret changes.
-    fn install(&mut self, cert: &str, key: &str) {
-        self.version += 1;
-        Self::write_version(self.certs.path(), self.version, (cert, key));
-    }
-
-    /// How many reloads it has logged.
-    fn reloads(&mut self) -> usize {
-        self.serve
-            .drain_logs()
-            .iter()
-            .filter(|l| l["message"] == "serving certificate reloaded")
-            .count()
-    }
 }
 
 impl Env {
@@ -227,18 +141,9 @@ impl Env {
         let cluster = Cluster::start(Options {
             controller_manager: true,
         });
-        let client = cluster.client().await;
+        let kube = ClusterEnv::new(cluster).await;
         let pilot = Pilot::start(&common::example_config_path(), &[]);
-        let rendered = rendered_webhook_configuration();
-        let mut env = Self {
-            cluster,
-            client,
-            pilot,
-            rendered,
-            pointed_at: String::new(),
-        };
-        env.namespace(PROBE_NS, &[("harbor-pilot.io/rewrite", "enabled")])
-            .await;
+        let mut env = Self { kube, pilot };
         let (url, ca) = (env.pilot.url.clone(), env.pilot.ca_pem.clone());
         env.point_webhook_at(&url, &ca).await;
         env.wait_for_probe("harbor-pilot to rewrite", |image| {
@@ -259,156 +164,26 @@ impl Env {
             .await;
         }
     }
+}
 
-    /// The rendered configuration with `clientConfig` replaced: `url` and `caBundle`.
-    fn configuration(&self, url: &str, ca_pem: &str) -> MutatingWebhookConfiguration {
-        let mut value = self.rendered.clone();
-        for webhook in value["webhooks"].as_array_mut().unwrap() {
-            webhook["clientConfig"] = json!({
-                "url": url,
-                "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem),
-            });
-        }
-        serde_json::from_value(value).unwrap()
+impl std::ops::Deref for Env {
+    type Target = ClusterEnv;
+
+    fn deref(&self) -> &ClusterEnv {
+        &self.kube
     }
+}
 
-    /// Points the registered configuration at another server (the API server picks the
-    /// change up through its informer, within a second or so).
-    async fn point_webhook_at(&mut self, url: &str, ca_pem: &str) {
-        let api = Api::<MutatingWebhookConfiguration>::all(self.client.clone());
-        let mut wanted = self.configuration(url, ca_pem);
-        match api.get_opt("harbor-pilot").await.unwrap() {
-            Some(current) => {
-                wanted.metadata.resource_version = current.metadata.resource_version;
-                api.replace("harbor-pilot", &PostParams::default(), &wanted)
-                    .await
-                    .unwrap();
-            }
-            None => {
-                api.create(&PostParams::default(), &wanted).await.unwrap();
-            }
-        }
-        self.pointed_at = url.to_owned();
-    }
-
-    /// Dry-runs a Pod with `nginx:alpine` in the probe namespace until `done(image)`
-    /// holds for the image the API server returns (up to 60 s).
-    async fn wait_for_probe(&self, what: &str, done: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            let pod = self
-                .pods(PROBE_NS)
-                .create(&dry_run(), &pod("probe", &[("c", "nginx:alpine")], &[]))
-                .await
-                .unwrap();
-            last = images(&pod).remove("c").unwrap();
-            if done(&last) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("waited 60 s for {what}; the probe Pod still has {last:?}");
-    }
-
-    fn pods(&self, namespace: &str) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), namespace)
-    }
-
-    /// Creates namespace `name` with `labels` (idempotent).
-    async fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
-        let labels: BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let namespace: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels}
-        }))
-        .unwrap();
-        let api = Api::<Namespace>::all(self.client.clone());
-        if api.get_opt(name).await.unwrap().is_none() {
-            api.create(&PostParams::default(), &namespace)
-                .await
-                .unwrap();
-        }
-    }
-
-    async fn create(&self, namespace: &str, pod: &Pod) -> Pod {
-        self.pods(namespace)
-            .create(&PostParams::default(), pod)
-            .await
-            .unwrap()
-    }
-
-    async fn get(&self, namespace: &str, name: &str) -> Pod {
-        self.pods(namespace).get(name).await.unwrap()
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut ClusterEnv {
+        &mut self.kube
     }
 }
 
 // === helpers ===
 
-fn dry_run() -> PostParams {
-    PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    }
-}
-
-/// A Pod named `name` with `containers` and `init` as `(name, image)`.
-fn pod(name: &str, containers: &[(&str, &str)], init: &[(&str, &str)]) -> Pod {
-    let list = |items: &[(&str, &str)]| -> Vec<Value> {
-        items
-            .iter()
-            .map(|(n, i)| json!({"name": n, "image": i}))
-            .collect()
-    };
-    let mut spec = json!({"containers": list(containers)});
-    if !init.is_empty() {
-        spec["initContainers"] = json!(list(init));
-    }
-    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
-}
-
-/// `{container name: image}` over init, regular and ephemeral containers.
-fn images(pod: &Pod) -> BTreeMap<String, String> {
-    let spec = pod.spec.as_ref().unwrap();
-    let mut out = BTreeMap::new();
-    for c in spec.init_containers.iter().flatten() {
-        out.insert(c.name.clone(), c.image.clone().unwrap_or_default());
-    }
-    for c in &spec.containers {
-        out.insert(c.name.clone(), c.image.clone().unwrap_or_default());
-    }
-    for c in spec.ephemeral_containers.iter().flatten() {
-        out.insert(c.name.clone(), c.image.clone().unwrap_or_default());
-    }
-    out
-}
-
-/// The `harbor-pilot.io/original-images` annotation, parsed.
-fn originals(pod: &Pod) -> Option<BTreeMap<String, String>> {
-    let value = pod.metadata.annotations.as_ref()?.get(ANNOTATION)?;
-    Some(serde_json::from_str(value).unwrap())
-}
-
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
 fn hub(path_and_tag: &str) -> String {
     format!("{HARBOR}/docker-hub-proxy/{path_and_tag}")
-}
-
-/// The MutatingWebhookConfiguration of `manifests/base`, as kustomize renders it.
-fn rendered_webhook_configuration() -> Value {
-    let text = common::tools::render(&common::project_root().join("manifests/base"));
-    yaml_serde::Deserializer::from_str(&text)
-        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
-        .find(|doc| doc["kind"] == "MutatingWebhookConfiguration")
-        .expect("manifests/base renders a MutatingWebhookConfiguration")
 }
 
 /// Pod JSON as stored, without the fields the server fills in per object (uid, times,
@@ -552,6 +327,7 @@ async fn creates_rewritten_pods_in_opted_in_namespaces_only(env: &mut Env) {
         diff,
         [
             "/metadata/annotations/harbor-pilot.io~1original-images",
+            "/metadata/labels/harbor-pilot.io~1rewritten",
             "/spec/containers/0/image",
             "/spec/containers/1/image",
             "/spec/containers/2/image",
@@ -891,11 +667,9 @@ async fn a_stopped_or_hanging_webhook_delays_but_never_blocks_creation(env: &mut
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    env.point_webhook_at(
-        &format!("https://{refused}/mutate"),
-        &env.pilot.ca_pem.clone(),
-    )
-    .await;
+    let ca = env.pilot.ca_pem.clone();
+    env.point_webhook_at(&format!("https://{refused}/mutate"), &ca)
+        .await;
     env.wait_for_probe("the API server to call the stopped webhook", |image| {
         image == "nginx:alpine"
     })
@@ -914,11 +688,8 @@ async fn a_stopped_or_hanging_webhook_delays_but_never_blocks_creation(env: &mut
     }
     // Hanging: the connection is accepted, the TLS handshake never answered.
     let hanging = Hanging::start();
-    env.point_webhook_at(
-        &format!("https://{}/mutate", hanging.addr),
-        &env.pilot.ca_pem.clone(),
-    )
-    .await;
+    env.point_webhook_at(&format!("https://{}/mutate", hanging.addr), &ca)
+        .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut hung = Vec::new();
     let mut i = 0;
@@ -1137,6 +908,14 @@ async fn manifests_pass_the_servers_own_validation(env: &mut Env) {
             .to_str()
             .unwrap(),
     ]);
+    let fallback = manifests.join("overlays/with-fallback");
+    std::fs::create_dir_all(&fallback).unwrap();
+    std::fs::write(
+        fallback.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources:\n  - ../static-certs\ncomponents:\n  - ../../components/fallback\n",
+    )
+    .unwrap();
     let monitoring = manifests.join("overlays/with-monitoring");
     std::fs::create_dir_all(&monitoring).unwrap();
     std::fs::write(
@@ -1150,6 +929,7 @@ async fn manifests_pass_the_servers_own_validation(env: &mut Env) {
         "overlays/static-certs",
         "overlays/cert-manager",
         "overlays/with-monitoring",
+        "overlays/with-fallback",
     ] {
         let rendered = common::tools::render(&manifests.join(variant));
         let docs: Vec<Value> = yaml_serde::Deserializer::from_str(&rendered)

@@ -14,6 +14,8 @@
 //! - [`patch`]: the image fields of a Pod to rewrite, and the JSON Patch.
 //! - [`admission`]: AdmissionReview in, decision, AdmissionReview out.
 //! - [`gate`]: whether Harbor may be used now, with hysteresis.
+//! - [`fallback`]: which containers stuck pulling from Harbor go back upstream, and the
+//!   patch.
 //! - [`config`]: the configuration file, parsed and validated.
 //! - [`scan`]: the images of Kubernetes manifests, and what they become.
 //! - [`export`]: the same proxies as node-level registry mirrors (Talos, containerd).
@@ -26,6 +28,7 @@ pub mod admission;
 pub mod chain;
 pub mod config;
 pub mod export;
+pub mod fallback;
 pub mod gate;
 #[cfg(feature = "fuzzing")]
 pub mod invariants;

@@ -40,6 +40,7 @@ pub fn settings(dir: &std::path::Path) -> Settings {
         drain_timeout: Duration::from_secs(10),
         shutdown_delay: Duration::ZERO,
         client_ca_file: None,
+        kubeconfig: None,
     }
 }
 
