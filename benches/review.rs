@@ -27,7 +27,12 @@ fn full_review(c: &mut Criterion) {
             |b, body| {
                 b.iter(|| {
                     let incoming = parse_review(black_box(body)).expect("valid review");
-                    let reviewed = review(&incoming, &rules, Harbor::Available);
+                    let reviewed = review(
+                        &incoming,
+                        &rules,
+                        Harbor::Available,
+                        &harbor_pilot_core::patch::all_served,
+                    );
                     encode_review(&reviewed.response)
                 })
             },

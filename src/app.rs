@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::probe::{self, ProbeSetupError, Prober};
 use crate::server::{self, ConnectionLimits, ServeError, Transport};
 use crate::tls::{self, CertPaths, CertStore, TlsError};
+use crate::verify::Verifier;
 use crate::webhook::{self, WebhookState};
 use harbor_pilot_core::gate::HarborGate;
 
@@ -83,6 +84,9 @@ pub enum StartError {
     /// The Harbor health check could not be set up.
     #[error(transparent)]
     Probe(#[from] ProbeSetupError),
+    /// The registry client for `verify` could not be set up.
+    #[error("cannot set up verify")]
+    Verify(#[from] crate::registry::RegistryError),
 }
 
 /// The running admin port.
@@ -242,7 +246,12 @@ impl Webhook {
                 kubeconfig: settings.kubeconfig.clone(),
             })
         });
+        let verifier = config
+            .verify
+            .map(|settings| Verifier::new(settings, metrics.clone()))
+            .transpose()?;
         let router = webhook::router(WebhookState {
+            verifier,
             rules,
             metrics: metrics.clone(),
             max_body_bytes: settings.max_body_bytes,

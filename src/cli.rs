@@ -45,6 +45,50 @@ pub enum Command {
     /// Print (or write) the same proxies as node-level registry mirrors.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Pull images through Harbor ahead of time, so its proxy cache has them when an
+    /// upstream is down or rate-limited.
+    Prewarm(PrewarmArgs),
+}
+
+/// `harbor-pilot prewarm`
+#[derive(Debug, Args)]
+pub struct PrewarmArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArg,
+    /// Also pull every blob (config and layers), not only the manifests: what makes
+    /// Harbor store the whole image.
+    #[arg(long)]
+    pub layers: bool,
+    /// Platforms to pull from a multi-platform image (repeatable).
+    #[arg(long = "platform", value_name = "OS/ARCH", default_values_t = [String::from("linux/amd64"), String::from("linux/arm64")])]
+    pub platforms: Vec<String>,
+    /// Images pulled at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Also the images of the Pods in namespaces labelled harbor-pilot.io/rewrite=enabled
+    /// (reads namespaces and pods; in-cluster, --kubeconfig or KUBECONFIG).
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// Kubeconfig for --from-cluster.
+    #[arg(long, env = "HARBOR_PILOT_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --from-cluster, only these namespaces (repeatable; each must still be
+    /// opted in): warm what one team is about to deploy.
+    #[arg(long = "namespace", value_name = "NAME", requires = "from_cluster")]
+    pub namespaces: Vec<String>,
+    /// Files with one image per line (blank lines and `#` comments skipped), such as the
+    /// prewarm component's ConfigMap (repeatable).
+    #[arg(long = "list", value_name = "FILE")]
+    pub lists: Vec<PathBuf>,
+    /// CA certificates (PEM) for Harbor's pull host, besides the public roots; by default
+    /// the configuration's verify.caFile.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Images, Kubernetes YAML files (their images, as `scan` finds them), or `-` (YAML
+    /// on standard input). A source that names an existing file is a file.
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
 }
 
 /// `harbor-pilot certs`

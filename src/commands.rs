@@ -236,7 +236,12 @@ pub fn review(
     } else {
         Harbor::Available
     };
-    let reviewed = admission::review(&incoming, &config.rules, harbor);
+    let reviewed = admission::review(
+        &incoming,
+        &config.rules,
+        harbor,
+        &harbor_pilot_core::patch::all_served,
+    );
     out.write_all(&admission::encode_review(&reviewed.response))?;
     writeln!(out)?;
     if args.explain {
@@ -306,6 +311,7 @@ pub fn check_config(args: &CheckConfigArgs, out: &mut dyn Write) -> Result<(), C
         rules,
         health,
         fallback,
+        verify,
     } = config::load(path)?;
     writeln!(out, "{}: valid", path.display())?;
     writeln!(out, "harbor: {}", rules.harbor())?;
@@ -328,6 +334,15 @@ pub fn check_config(args: &CheckConfigArgs, out: &mut dyn Write) -> Result<(), C
             h.timeout,
             count(h.failure_threshold, "failure", "failures"),
             count(h.success_threshold, "success", "successes"),
+        )?,
+    }
+    match verify {
+        None => writeln!(out, "verify: none (rewrites on the rules alone)")?,
+        Some(v) => writeln!(
+            out,
+            "verify: each rewrite is checked against Harbor, waiting at most {:?} per \
+             admission; answers kept {:?} (failures {:?})",
+            v.budget, v.ttl, v.failure_ttl
         )?,
     }
     match fallback {

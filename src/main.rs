@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use harbor_pilot::cli::{Cli, Command, ExportCommand, ServeArgs};
+use harbor_pilot::cli::{Cli, Command, ExportCommand, PrewarmArgs, ServeArgs};
 use harbor_pilot::{app, commands, shutdown, telemetry};
 use harbor_pilot_core::config::ConfigError;
 
 fn main() -> ExitCode {
     let result = match &Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Prewarm(args) => prewarm(args),
         command => offline(command),
     };
     match result {
@@ -69,6 +70,34 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `prewarm`: pulls through Harbor, prints the report; fails when an image failed.
+fn prewarm(args: &PrewarmArgs) -> anyhow::Result<()> {
+    if args.sources.is_empty() && args.lists.is_empty() && !args.from_cluster {
+        anyhow::bail!(
+            "nothing to prewarm: give images, manifest files, `-`, --list or --from-cluster"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let rows = runtime.block_on(harbor_pilot::prewarm::prewarm(
+        args,
+        &mut io::stdin().lock(),
+    ))?;
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(harbor_pilot::prewarm::render_report(&rows).as_bytes())?;
+    stdout.flush()?;
+    let failed = rows.iter().filter(|r| r.result.is_err()).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} images did not pull through Harbor",
+            rows.len()
+        );
+    }
+    Ok(())
+}
+
 /// The subcommands that read input and print.
 fn offline(command: &Command) -> anyhow::Result<()> {
     let mut stdin = io::stdin().lock();
@@ -76,6 +105,7 @@ fn offline(command: &Command) -> anyhow::Result<()> {
     let mut stderr = io::stderr();
     match command {
         Command::Serve(args) => serve(args),
+        Command::Prewarm(args) => prewarm(args),
         Command::Rewrite(args) => Ok(commands::rewrite(args, &mut stdout)?),
         Command::Review(args) => Ok(commands::review(
             args,

@@ -76,6 +76,17 @@ pub enum FallbackResult {
     Error,
 }
 
+/// How one check of a rewrite against Harbor (`verify`) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyResult {
+    /// Harbor answered 2xx: it serves the image.
+    Served,
+    /// Harbor answered another status.
+    NotServed,
+    /// No answer (connection, TLS, timeout, token).
+    Error,
+}
+
 /// A closed set of label values: every value is registered at zero before any event,
 /// and `as_str` can return nothing else (each enum's test checks its list).
 pub trait Label: Copy + 'static {
@@ -104,6 +115,7 @@ labels!(ReloadResult { Success => "success", Error => "error" });
 labels!(ProbeResult { Success => "success", Failure => "failure" });
 labels!(Transition { Up => "up", Down => "down" });
 labels!(FallbackResult { Reverted => "reverted", Conflict => "conflict", Error => "error" });
+labels!(VerifyResult { Served => "served", NotServed => "not_served", Error => "error" });
 
 /// Operation label for requests whose operation is unknown (rejected bodies).
 const UNKNOWN_OPERATION: &str = "unknown";
@@ -127,6 +139,9 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     fallback_stuck_pods: IntGauge,
     fallback_watch_restarts: IntCounter,
+    verify_checks: IntCounterVec,
+    verify_cache_hits: IntCounter,
+    verify_budget_exceeded: IntCounter,
 }
 
 impl Metrics {
@@ -230,6 +245,22 @@ impl Metrics {
             "Times the fallback controller's watch of the API server failed and was \
              re-established.",
         ))?;
+        let verify_checks = IntCounterVec::new(
+            opts(
+                "verify_checks_total",
+                "Checks of a rewritten image against Harbor (HEAD of its manifest), by result.",
+            ),
+            &["result"],
+        )?;
+        let verify_cache_hits = IntCounter::with_opts(opts(
+            "verify_cache_hits_total",
+            "Rewrites decided from a remembered check, without asking Harbor.",
+        ))?;
+        let verify_budget_exceeded = IntCounter::with_opts(opts(
+            "verify_budget_exceeded_total",
+            "Admissions that kept images upstream because a check did not finish within \
+             verify.budget.",
+        ))?;
         let build_info = IntGaugeVec::new(
             opts(
                 "build_info",
@@ -255,6 +286,9 @@ impl Metrics {
             Box::new(fallbacks.clone()),
             Box::new(fallback_stuck_pods.clone()),
             Box::new(fallback_watch_restarts.clone()),
+            Box::new(verify_checks.clone()),
+            Box::new(verify_cache_hits.clone()),
+            Box::new(verify_budget_exceeded.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -278,6 +312,7 @@ impl Metrics {
         register_all::<ProbeResult>(&harbor_probes);
         register_all::<Transition>(&harbor_transitions);
         register_all::<FallbackResult>(&fallbacks);
+        register_all::<VerifyResult>(&verify_checks);
         // Without a health check the gate is always open.
         harbor_up.set(1);
 
@@ -298,6 +333,9 @@ impl Metrics {
             fallbacks,
             fallback_stuck_pods,
             fallback_watch_restarts,
+            verify_checks,
+            verify_cache_hits,
+            verify_budget_exceeded,
         })
     }
 
@@ -400,6 +438,23 @@ impl Metrics {
         self.fallback_watch_restarts.inc();
     }
 
+    /// Counts one check of a rewrite against Harbor.
+    pub fn observe_verify_check(&self, result: VerifyResult) {
+        self.verify_checks
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    /// Counts a rewrite decided from a remembered check.
+    pub fn observe_verify_cache_hit(&self) {
+        self.verify_cache_hits.inc();
+    }
+
+    /// Counts an admission whose checks did not all finish within the budget.
+    pub fn observe_verify_budget_exceeded(&self) {
+        self.verify_budget_exceeded.inc();
+    }
+
     /// The registry in the Prometheus text format (0.0.4), and its content type.
     pub fn encode(&self) -> Result<(Vec<u8>, String), prometheus::Error> {
         let encoder = TextEncoder::new();
@@ -440,6 +495,11 @@ mod tests {
         check(&[ReloadResult::Success, ReloadResult::Error]);
         check(&[ProbeResult::Success, ProbeResult::Failure]);
         check(&[Transition::Up, Transition::Down]);
+        check(&[
+            VerifyResult::Served,
+            VerifyResult::NotServed,
+            VerifyResult::Error,
+        ]);
         check(&[
             FallbackResult::Reverted,
             FallbackResult::Conflict,

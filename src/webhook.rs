@@ -18,10 +18,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use harbor_pilot_core::rules::CachedRules;
-use harbor_pilot_core::verdict::Verdict;
+use harbor_pilot_core::verdict::{Served, Verdict};
 use kube::core::admission::AdmissionResponse;
 
 use crate::metrics::{Metrics, Rejection};
+use crate::verify::Verifier;
 use harbor_pilot_core::admission::{self, Harbor, Incoming, Outcome};
 use harbor_pilot_core::gate::HarborGate;
 
@@ -41,6 +42,8 @@ pub struct WebhookState {
     pub body_read_timeout: std::time::Duration,
     /// Whether Harbor may be used now.
     pub gate: HarborGate,
+    /// Checks rewrites against Harbor (`verify`), if configured.
+    pub verifier: Option<Verifier>,
 }
 
 /// Runs one made-up review through the whole path, so that what is built on first use
@@ -66,7 +69,12 @@ pub(crate) fn warm_up(rules: &CachedRules) {
         .map_err(|_| ())
         .and_then(|bytes| admission::parse_review(&bytes).map_err(|_| ()))
     {
-        let reviewed = admission::review(&incoming, &throwaway, Harbor::Available);
+        let reviewed = admission::review(
+            &incoming,
+            &throwaway,
+            Harbor::Available,
+            &harbor_pilot_core::patch::all_served,
+        );
         admission::encode_review(&reviewed.response);
     }
 }
@@ -129,10 +137,36 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
             }
             Err(panic) => return parse_panicked(&state, &body, &*panic, started),
         };
+    // One atomic load: the prober never blocks an admission.
+    let harbor = if state.gate.is_open() {
+        Harbor::Available
+    } else {
+        Harbor::Unavailable
+    };
+    // `verify`: ask Harbor about the images this pod would be rewritten to, waiting at
+    // most the budget (nothing is asked while the gate is closed: fail open as before).
+    let served = match &state.verifier {
+        Some(verifier) if harbor == Harbor::Available => {
+            let targets = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                admission::rewrite_targets(&incoming, &state.rules)
+            }))
+            .unwrap_or_default();
+            if targets.is_empty() {
+                None
+            } else {
+                Some(verifier.served(targets).await)
+            }
+        }
+        _ => None,
+    };
+    let served = |image: &str| match &served {
+        None => Served::Yes,
+        Some(known) => known.get(image).cloned().unwrap_or(Served::Unknown),
+    };
     let (namespace, name) = incoming.namespace_and_name();
     // A DEBUG span: an INFO span cost ~5 µs per request (a quarter of a small review)
     // even with nothing logged inside, so the INFO and WARN events below carry the same
-    // fields themselves.
+    // fields themselves. Entered after the last await.
     let span = tracing::debug_span!(
         "admission",
         uid = incoming.uid(),
@@ -143,13 +177,7 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
     );
     let _entered = span.enter();
     tracing::debug!(bytes = body.len(), "admission review received");
-    // One atomic load: the prober never blocks an admission.
-    let harbor = if state.gate.is_open() {
-        Harbor::Available
-    } else {
-        Harbor::Unavailable
-    };
-    let answer = answer(&incoming, &state.rules, harbor, namespace, name);
+    let answer = answer(&incoming, &state.rules, harbor, &served, namespace, name);
     state.metrics.observe_review(
         admission::operation_label(incoming.operation()),
         answer.outcome,
@@ -218,11 +246,12 @@ fn answer<'a>(
     incoming: &'a Incoming,
     rules: &'a CachedRules,
     harbor: Harbor,
+    served: &dyn Fn(&str) -> Served,
     namespace: &str,
     name: &str,
 ) -> Answer<'a> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        admission::review(incoming, rules, harbor)
+        admission::review(incoming, rules, harbor, served)
     })) {
         Ok(reviewed) => {
             log_review(&reviewed, incoming, namespace, name);

@@ -34,7 +34,12 @@ fn answer_each() -> HashMap<String, Result<Answered, String>> {
             let result = parse_review(&body)
                 .map_err(|e| e.detail())
                 .and_then(|incoming| {
-                    let reviewed = review(&incoming, &rules, Harbor::Available);
+                    let reviewed = review(
+                        &incoming,
+                        &rules,
+                        Harbor::Available,
+                        &harbor_pilot_core::patch::all_served,
+                    );
                     let wire: Value = serde_json::from_slice(&encode_review(&reviewed.response))
                         .map_err(|e| format!("{file}: answer is not JSON: {e}"))?;
                     let verified = verify_answer(&file, &body, &wire)?;
@@ -386,7 +391,12 @@ fn a_pod_create_without_object_is_allowed_with_a_warning_under_its_uid() {
         let body = &fixtures[file];
         let sent: Value = serde_json::from_slice(body).unwrap();
         let incoming = parse_review(body).unwrap();
-        let reviewed = review(&incoming, &rules, Harbor::Available);
+        let reviewed = review(
+            &incoming,
+            &rules,
+            Harbor::Available,
+            &harbor_pilot_core::patch::all_served,
+        );
         let wire: Value = serde_json::from_slice(&encode_review(&reviewed.response)).unwrap();
         assert_eq!(
             wire["response"],
@@ -415,7 +425,12 @@ fn a_second_review_of_the_patched_pod_changes_nothing() {
     let rules = example_rules();
     for (file, body) in admission_fixtures().into_iter().take(200) {
         let incoming = parse_review(&body).unwrap();
-        let reviewed = review(&incoming, &rules, Harbor::Available);
+        let reviewed = review(
+            &incoming,
+            &rules,
+            Harbor::Available,
+            &harbor_pilot_core::patch::all_served,
+        );
         let Some(patch) = &reviewed.response.patch else {
             continue;
         };
@@ -423,7 +438,12 @@ fn a_second_review_of_the_patched_pod_changes_nothing() {
         let mut review_json: Value = serde_json::from_slice(&body).unwrap();
         json_patch::patch(&mut review_json["request"]["object"], &patch).unwrap();
         let again = parse_review(&serde_json::to_vec(&review_json).unwrap()).unwrap();
-        let second = review(&again, &rules, Harbor::Available);
+        let second = review(
+            &again,
+            &rules,
+            Harbor::Available,
+            &harbor_pilot_core::patch::all_served,
+        );
         assert!(
             second.response.patch.is_none(),
             "{file}: second pass patched again"

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         certificate_rotation_under_load_loses_no_admission,
         manifests_pass_the_servers_own_validation,
         controllers_create_rewritten_pods,
+        prewarm_from_cluster_pulls_the_images_of_opted_in_namespaces,
     ];
     if args.iter().any(|a| a == "--list") {
         for (name, _) in &all {
@@ -898,44 +899,9 @@ async fn manifests_pass_the_servers_own_validation(env: &mut Env) {
         .unwrap();
     env.pointed_at.clear();
     let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("manifests");
-    copy_dir(&common::project_root().join("manifests"), &manifests);
-    common::harbor_pilot_ok(&[
-        "certs",
-        "--out",
-        manifests
-            .join("overlays/static-certs/generated")
-            .to_str()
-            .unwrap(),
-    ]);
-    let fallback = manifests.join("overlays/with-fallback");
-    std::fs::create_dir_all(&fallback).unwrap();
-    std::fs::write(
-        fallback.join("kustomization.yaml"),
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-         resources:\n  - ../static-certs\ncomponents:\n  - ../../components/fallback\n",
-    )
-    .unwrap();
-    let monitoring = manifests.join("overlays/with-monitoring");
-    std::fs::create_dir_all(&monitoring).unwrap();
-    std::fs::write(
-        monitoring.join("kustomization.yaml"),
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-         resources:\n  - ../cert-manager\ncomponents:\n  - ../../components/monitoring\n",
-    )
-    .unwrap();
-    for variant in [
-        "base",
-        "overlays/static-certs",
-        "overlays/cert-manager",
-        "overlays/with-monitoring",
-        "overlays/with-fallback",
-    ] {
-        let rendered = common::tools::render(&manifests.join(variant));
-        let docs: Vec<Value> = yaml_serde::Deserializer::from_str(&rendered)
-            .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
-            .filter(|doc| !doc.is_null())
-            .collect();
+    let manifests = common::manifests::prepare(dir.path());
+    for variant in common::manifests::VARIANTS {
+        let docs = common::manifests::render(&manifests, variant);
         let (kept, left_out): (Vec<&Value>, Vec<&Value>) = docs
             .iter()
             .partition(|doc| !CRD_KINDS.contains(&doc["kind"].as_str().unwrap_or_default()));
@@ -1070,15 +1036,59 @@ async fn controllers_create_rewritten_pods(env: &mut Env) {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+/// 13. `harbor-pilot prewarm --from-cluster` reads the Pods of the opted-in namespaces
+///     (and only those) and pulls their images through Harbor.
+async fn prewarm_from_cluster_pulls_the_images_of_opted_in_namespaces(env: &mut Env) {
+    let standin = HarborStandIn::start_with_token_auth();
+    standin.push_image("library/app", "1.0").await;
+    standin.push_image("library/hidden", "1.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("harbor-ca.pem");
+    std::fs::write(&ca, &standin.ca.pem).unwrap();
+    let config = dir.path().join("config.yaml");
+    let harbor = standin.harbor();
+    std::fs::write(
+        &config,
+        format!(
+            "harbor: {harbor}\nproxies:\n  docker.io: docker-hub-proxy\nverify:\n  caFile: {}\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    env.namespace("prewarm-on", &[("harbor-pilot.io/rewrite", "enabled")])
+        .await;
+    env.namespace("prewarm-off", &[]).await;
+    // Images already on this Harbor (the webhook under test proxies another one).
+    let on_harbor = |path: &str| format!("{harbor}/docker-hub-proxy/{path}");
+    env.create(
+        "prewarm-on",
+        &pod("app", &[("app", &on_harbor("library/app:1.0"))], &[]),
+    )
+    .await;
+    env.create(
+        "prewarm-off",
+        &pod("hidden", &[("app", &on_harbor("library/hidden:1.0"))], &[]),
+    )
+    .await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_harbor-pilot"))
+        .args(["prewarm", "--from-cluster", "--layers", "--config"])
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(&env.cluster.kubeconfig)
+        // Earlier scenarios leave opted-in namespaces whose images this Harbor lacks.
+        .args(["--namespace", "prewarm-on", "--namespace", "prewarm-off"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(&on_harbor("library/app:1.0")), "{stdout}");
+    assert!(!stdout.contains("hidden"), "{stdout}");
+    assert!(
+        stdout.ends_with("1 images through Harbor: 1 ok, 0 failed\n"),
+        "{stdout}"
+    );
 }

@@ -79,9 +79,8 @@ impl Pilot {
 }
 
 async fn metric_at(admin: SocketAddr, series: &str) -> f64 {
-    let (_, text) = admin_get(admin, "/metrics").await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    common::server::metric(admin, series)
+        .await
         .unwrap_or_else(|| panic!("no series {series}"))
 }
 

@@ -13,7 +13,6 @@
 mod common;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -208,17 +207,6 @@ async fn fallback_events(env: &ClusterEnv, namespace: &str, pod: &str) -> Vec<Ev
         .collect()
 }
 
-/// A counter from a harbor-pilot's `/metrics` (0 when absent).
-async fn metric(pilot: &mut Pilot, series: &str) -> f64 {
-    let admin: SocketAddr = pilot
-        .serve
-        .addr("admin port listening (/livez, /readyz, /metrics)");
-    let (_, text) = common::server::admin_get(admin, "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn hub(path: &str) -> String {
     format!("{HARBOR}/docker-hub-proxy/{path}")
 }
@@ -332,19 +320,15 @@ async fn a_container_stuck_past_the_wait_goes_back_to_its_original(env: &mut Clu
     );
     // The webhook saw the controller's UPDATE and left the original alone.
     assert!(
-        metric(
-            &mut pilot,
-            "harbor_pilot_images_skipped_total{reason=\"reverted_to_original\"}"
-        )
-        .await
+        pilot
+            .metric("harbor_pilot_images_skipped_total{reason=\"reverted_to_original\"}")
+            .await
             >= 1.0
     );
     assert_eq!(
-        metric(
-            &mut pilot,
-            "harbor_pilot_fallbacks_total{result=\"reverted\"}"
-        )
-        .await,
+        pilot
+            .metric("harbor_pilot_fallbacks_total{result=\"reverted\"}")
+            .await,
         1.0
     );
     println!("    sent back {took:?} after the first pull failure (fallback.after {after:?})");
@@ -454,11 +438,9 @@ async fn what_is_not_harbor_pilots_to_change_is_left_alone(env: &mut ClusterEnv)
         hub("library/nginx:1.25")
     );
     assert_eq!(
-        metric(
-            &mut pilot,
-            "harbor_pilot_fallbacks_total{result=\"reverted\"}"
-        )
-        .await,
+        pilot
+            .metric("harbor_pilot_fallbacks_total{result=\"reverted\"}")
+            .await,
         0.0
     );
 }
@@ -554,32 +536,24 @@ async fn two_controllers_send_a_container_back_once(env: &mut ClusterEnv) {
         .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(fallback_events(env, "fallback-two", &name).await.len(), 1);
-        let reverted = metric(
-            &mut first,
-            "harbor_pilot_fallbacks_total{result=\"reverted\"}",
-        )
-        .await
-            + metric(
-                &mut second,
-                "harbor_pilot_fallbacks_total{result=\"reverted\"}",
-            )
-            .await;
-        let conflicts = metric(
-            &mut first,
-            "harbor_pilot_fallbacks_total{result=\"conflict\"}",
-        )
-        .await
-            + metric(
-                &mut second,
-                "harbor_pilot_fallbacks_total{result=\"conflict\"}",
-            )
-            .await;
-        let errors = metric(&mut first, "harbor_pilot_fallbacks_total{result=\"error\"}").await
-            + metric(
-                &mut second,
-                "harbor_pilot_fallbacks_total{result=\"error\"}",
-            )
-            .await;
+        let reverted = first
+            .metric("harbor_pilot_fallbacks_total{result=\"reverted\"}")
+            .await
+            + second
+                .metric("harbor_pilot_fallbacks_total{result=\"reverted\"}")
+                .await;
+        let conflicts = first
+            .metric("harbor_pilot_fallbacks_total{result=\"conflict\"}")
+            .await
+            + second
+                .metric("harbor_pilot_fallbacks_total{result=\"conflict\"}")
+                .await;
+        let errors = first
+            .metric("harbor_pilot_fallbacks_total{result=\"error\"}")
+            .await
+            + second
+                .metric("harbor_pilot_fallbacks_total{result=\"error\"}")
+                .await;
         #[allow(clippy::cast_precision_loss)]
         let pods = (attempt + 1) as f64;
         assert_eq!(reverted, pods, "one revert per pod");
@@ -635,7 +609,9 @@ async fn the_controller_recovers_when_the_api_server_restarts(env: &mut ClusterE
         |p| images(p)["web"] == "nginx:1.25",
     )
     .await;
-    let restarts = metric(&mut pilot, "harbor_pilot_fallback_watch_restarts_total").await;
+    let restarts = pilot
+        .metric("harbor_pilot_fallback_watch_restarts_total")
+        .await;
     assert!(restarts >= 1.0, "watch restarts {restarts}");
     println!("    watch re-established after {restarts} failures");
 }

@@ -99,6 +99,7 @@ fn a_pod_without_metadata_is_patched_with_an_applicable_patch() {
         &incoming,
         rules(),
         harbor_pilot_core::admission::Harbor::Available,
+        &harbor_pilot_core::patch::all_served,
     );
     assert!(reviewed.response.patch.is_some(), "expected a rewrite");
     check_review(&body, rules()).unwrap();

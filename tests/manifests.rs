@@ -10,24 +10,18 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
+use common::manifests::VARIANTS;
 use common::tools;
 use serde_json::{Value, json};
 
 /// Kinds that come from CRDs (cert-manager, the Prometheus Operator): no official
 /// schema, checked by the tests below instead.
 const CRD_KINDS: [&str; 4] = ["Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"];
-const VARIANTS: [&str; 5] = [
-    "base",
-    "cert-manager",
-    "static-certs",
-    "with-monitoring",
-    "with-fallback",
-];
 
 struct Workspace {
     _dir: tempfile::TempDir,
@@ -36,46 +30,16 @@ struct Workspace {
 }
 
 /// A copy of `manifests/` with certificates generated for the static-certs overlay and
-/// an overlay that adds the monitoring component, each variant rendered once.
+/// the overlays that add each component (`common::manifests`), each variant rendered once.
 fn workspace() -> &'static Workspace {
     static WORKSPACE: OnceLock<Workspace> = OnceLock::new();
     WORKSPACE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let manifests = dir.path().join("manifests");
-        copy_dir(&common::project_root().join("manifests"), &manifests);
+        let manifests = common::manifests::prepare(dir.path());
         let static_certs = manifests.join("overlays/static-certs/generated");
-        common::harbor_pilot_ok(&["certs", "--out", static_certs.to_str().unwrap()]);
-        let fallback = manifests.join("overlays/with-fallback");
-        std::fs::create_dir_all(&fallback).unwrap();
-        std::fs::write(
-            fallback.join("kustomization.yaml"),
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources:\n  - ../static-certs\ncomponents:\n  - ../../components/fallback\n",
-        )
-        .unwrap();
-        let monitoring = manifests.join("overlays/with-monitoring");
-        std::fs::create_dir_all(&monitoring).unwrap();
-        std::fs::write(
-            monitoring.join("kustomization.yaml"),
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources:\n  - ../cert-manager\ncomponents:\n  - ../../components/monitoring\n",
-        )
-        .unwrap();
         let rendered = VARIANTS
             .into_iter()
-            .map(|variant| {
-                let path = if variant == "base" {
-                    manifests.join("base")
-                } else {
-                    manifests.join("overlays").join(variant)
-                };
-                let text = tools::render(&path);
-                let docs = yaml_serde::Deserializer::from_str(&text)
-                    .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
-                    .filter(|doc| !doc.is_null())
-                    .collect();
-                (variant, docs)
-            })
+            .map(|variant| (variant, common::manifests::render(&manifests, variant)))
             .collect();
         Workspace {
             _dir: dir,
@@ -83,19 +47,6 @@ fn workspace() -> &'static Workspace {
             static_certs,
         }
     })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn docs(variant: &str) -> &'static [Value] {
@@ -145,7 +96,10 @@ fn every_variant_renders_the_objects_it_promises() {
         kinds("with-monitoring")
             .is_superset(&["ServiceMonitor", "PrometheusRule"].into_iter().collect())
     );
-    for variant in VARIANTS.into_iter().filter(|v| *v != "with-fallback") {
+    for variant in VARIANTS
+        .into_iter()
+        .filter(|v| !["with-fallback", "with-prewarm"].contains(v))
+    {
         // The webhook never calls the API: no RBAC at all.
         for rbac in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
             assert!(!kinds(variant).contains(rbac), "{variant} has a {rbac}");
@@ -172,6 +126,71 @@ fn every_variant_renders_the_objects_it_promises() {
     let pod = &one(docs("with-fallback"), "Deployment")["spec"]["template"]["spec"];
     assert_eq!(pod["automountServiceAccountToken"], true);
     assert_eq!(pod["containers"][0]["env"][0]["name"], "POD_NAME");
+}
+
+#[test]
+fn the_prewarm_component_runs_read_only_on_the_same_image_and_config() {
+    let docs = docs("with-prewarm");
+    let role = all_of(docs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "harbor-pilot-prewarm")
+        .unwrap();
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces", "pods"], "verbs": ["get", "list"]}])
+    );
+    let cronjob = one(docs, "CronJob");
+    let pod = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let deployment = one(docs, "Deployment");
+    let webhook = &deployment["spec"]["template"]["spec"]["containers"][0];
+    // The same image as the webhook (the component pins it too: no drift).
+    assert_eq!(container["image"], webhook["image"]);
+    assert_eq!(
+        strings(&container["args"]),
+        [
+            "prewarm",
+            "--config=/etc/harbor-pilot/config",
+            "--from-cluster",
+            "--layers",
+            "--list=/etc/harbor-pilot/prewarm/images.txt"
+        ]
+    );
+    // The same (content-hashed) ConfigMap as the webhook.
+    let config_map = |spec: &Value| -> String {
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "config")
+            .unwrap()["configMap"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        config_map(pod),
+        config_map(&deployment["spec"]["template"]["spec"])
+    );
+    assert_eq!(pod["serviceAccountName"], "harbor-pilot-prewarm");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    // The list it reads is valid input.
+    let list = all_of(docs, "ConfigMap")
+        .into_iter()
+        .find(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("harbor-pilot-prewarm")
+        })
+        .unwrap()["data"]["images.txt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        list.lines().any(|l| l == "registry.k8s.io/pause:3.10"),
+        "{list}"
+    );
 }
 
 #[test]

@@ -147,7 +147,7 @@ proptest! {
             }
         })).unwrap();
         let incoming = parse_review(&body).expect("a valid review");
-        let reviewed = review(&incoming, rules(), Harbor::Available);
+        let reviewed = review(&incoming, rules(), Harbor::Available, &harbor_pilot_core::patch::all_served);
         let answer: Value = serde_json::from_slice(&encode_review(&reviewed.response)).unwrap();
         // The generated images are not in images.jsonl, so check against the rules
         // directly here; the fixtures test covers the independent oracle.

@@ -17,7 +17,7 @@ mod decode;
 mod encode;
 mod outcome;
 
-pub use decide::{Harbor, Reviewed, review};
+pub use decide::{Harbor, Reviewed, review, rewrite_targets};
 pub use decode::{EPHEMERAL_SUBRESOURCE, Incoming, ReviewError, parse_review};
 pub use encode::{API_VERSION, encode_review};
 pub use outcome::{OPERATION_LABELS, Outcome, operation_label};
@@ -37,6 +37,18 @@ mod tests {
         Config::from_yaml("harbor: harbor.example.com\nproxies: {docker.io: hub}\n")
             .unwrap()
             .rules
+    }
+
+    /// Each image's reason label, or `rewrite`.
+    fn reasons(reviewed: &Reviewed) -> Vec<&'static str> {
+        reviewed
+            .changes
+            .iter()
+            .map(|c| match &c.verdict {
+                Verdict::Keep(reason) => reason.as_str(),
+                Verdict::Rewrite(_) => "rewrite",
+            })
+            .collect()
     }
 
     fn body(request: Value) -> Vec<u8> {
@@ -60,7 +72,12 @@ mod tests {
     fn answer(body: &[u8]) -> (Value, Outcome) {
         let incoming = parse_review(body).unwrap();
         let rules = rules();
-        let reviewed = review(&incoming, &rules, Harbor::Available);
+        let reviewed = review(
+            &incoming,
+            &rules,
+            Harbor::Available,
+            &crate::patch::all_served,
+        );
         let wire: Value = serde_json::from_slice(&encode_review(&reviewed.response)).unwrap();
         (wire, reviewed.outcome)
     }
@@ -245,7 +262,12 @@ mod tests {
             {"name": "a", "image": "nginx"}, {"name": "b", "image": "gcr.io/x/y"}, {"name": "c", "image": "BAD"}]);
         let incoming = parse_review(&body(pod_request("CREATE", None, pod, Value::Null))).unwrap();
         let rules = rules();
-        let reviewed = review(&incoming, &rules, Harbor::Unavailable);
+        let reviewed = review(
+            &incoming,
+            &rules,
+            Harbor::Unavailable,
+            &crate::patch::all_served,
+        );
         assert_eq!(reviewed.outcome, Outcome::FailOpen);
         assert!(reviewed.response.patch.is_none());
         let warnings = reviewed.response.warnings.clone().unwrap();
@@ -258,15 +280,10 @@ mod tests {
                 "harbor-pilot: Harbor is unavailable; 1 image left on its upstream registry (fail open)"
             ]
         );
-        let reasons: Vec<_> = reviewed
-            .changes
-            .iter()
-            .map(|c| match &c.verdict {
-                Verdict::Keep(reason) => reason.as_str(),
-                Verdict::Rewrite(_) => "rewrite",
-            })
-            .collect();
-        assert_eq!(reasons, ["harbor_unavailable", "not_proxied", "unparsable"]);
+        assert_eq!(
+            reasons(&reviewed),
+            ["harbor_unavailable", "not_proxied", "unparsable"]
+        );
     }
 
     #[test]
@@ -275,7 +292,12 @@ mod tests {
         pod["spec"]["containers"] = json!([{"name": "b", "image": "gcr.io/x/y"}]);
         let incoming = parse_review(&body(pod_request("CREATE", None, pod, Value::Null))).unwrap();
         let rules = rules();
-        let reviewed = review(&incoming, &rules, Harbor::Unavailable);
+        let reviewed = review(
+            &incoming,
+            &rules,
+            Harbor::Unavailable,
+            &crate::patch::all_served,
+        );
         assert_eq!(reviewed.outcome, Outcome::Unchanged);
         assert!(reviewed.response.warnings.is_none());
     }
@@ -329,5 +351,45 @@ mod tests {
         request["namespace"] = json!("shop");
         let incoming = parse_review(&body(request)).unwrap();
         assert_eq!(incoming.namespace_and_name(), ("shop", "web-7d9f-"));
+    }
+
+    #[test]
+    fn verify_keeps_what_harbor_cannot_serve_and_what_it_has_not_answered() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "redis"},
+                                    {"name": "c", "image": "busybox"}]}});
+        let incoming = parse_review(&body(pod_request("CREATE", None, pod, Value::Null))).unwrap();
+        let rules = rules();
+        let mut targets = rewrite_targets(&incoming, &rules);
+        targets.sort();
+        assert_eq!(
+            targets,
+            [
+                "harbor.example.com/hub/library/busybox",
+                "harbor.example.com/hub/library/nginx",
+                "harbor.example.com/hub/library/redis"
+            ]
+        );
+        let served = |image: &str| match image {
+            "harbor.example.com/hub/library/nginx" => crate::verdict::Served::Yes,
+            "harbor.example.com/hub/library/redis" => {
+                crate::verdict::Served::No("HTTP 404".to_owned())
+            }
+            _ => crate::verdict::Served::Unknown,
+        };
+        let reviewed = review(&incoming, &rules, Harbor::Available, &served);
+        assert_eq!(reviewed.outcome, Outcome::Rewritten);
+        assert_eq!(
+            reasons(&reviewed),
+            ["rewrite", "not_served_by_harbor", "unverified"]
+        );
+        assert_eq!(
+            reviewed.response.warnings.unwrap(),
+            [
+                "harbor-pilot: b image \"redis\" stays upstream: Harbor cannot serve it (HTTP 404)",
+                "harbor-pilot: 1 image stays upstream this time: Harbor's answer did not come \
+                 within verify.budget (the next pod will know)"
+            ]
+        );
     }
 }

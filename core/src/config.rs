@@ -11,6 +11,7 @@
 mod fallback;
 mod health;
 mod rules;
+mod verify;
 
 use std::fmt;
 
@@ -21,6 +22,7 @@ use crate::rules::CachedRules;
 pub use fallback::{Fallback, RawFallback};
 pub use health::{DEFAULT_COMPONENTS, HealthCheck, ProbeKind, ProbeTarget, RawHealth};
 pub use rules::DEFAULT_PLACEHOLDERS;
+pub use verify::{RawVerify, Verify};
 
 /// The configuration file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +45,9 @@ pub struct RawConfig {
     /// Sending pods stuck pulling from Harbor back to their upstream images.
     #[serde(default)]
     pub fallback: Option<RawFallback>,
+    /// Checking that Harbor can serve an image before rewriting it.
+    #[serde(default)]
+    pub verify: Option<RawVerify>,
 }
 
 /// A validated configuration.
@@ -54,6 +59,8 @@ pub struct Config {
     pub health: Option<HealthCheck>,
     /// The fallback controller, if configured.
     pub fallback: Option<Fallback>,
+    /// Verification of rewrites against Harbor, if configured.
+    pub verify: Option<Verify>,
 }
 
 /// Why a configuration cannot be used.
@@ -203,16 +210,19 @@ impl TryFrom<RawConfig> for Config {
             placeholders,
             health,
             fallback,
+            verify,
         } = raw;
         let mut problems = Vec::new();
         let rules = rules::build(harbor, proxies, exclude, placeholders, &mut problems);
         let health = health.and_then(|raw| health::build(raw, &mut problems));
         let fallback = fallback.and_then(|raw| fallback::build(raw, &mut problems));
+        let verify = verify.and_then(|raw| verify::build(raw, &mut problems));
         match rules {
             Some(rules) if problems.is_empty() => Ok(Self {
                 rules: CachedRules::new(rules),
                 health,
                 fallback,
+                verify,
             }),
             _ => Err(ConfigError::Invalid(problems)),
         }
@@ -518,5 +528,22 @@ proxies:
             message.contains("fallback.after: \"soon\" is not a positive duration"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn reads_the_verify_section_with_its_defaults() {
+        let verify = Config::from_yaml(&format!("{GOOD}verify: {{}}\n"))
+            .unwrap()
+            .verify
+            .unwrap();
+        assert_eq!(verify.budget, Duration::from_millis(250));
+        assert_eq!(verify.ttl, Duration::from_secs(3600));
+        assert_eq!(verify.failure_ttl, Duration::from_secs(60));
+        let message = error_for(&format!("{GOOD}verify:\n  budget: 5s\n  failureTtl: x\n"));
+        assert!(
+            message.contains("verify.budget: \"5s\" is longer than 2s"),
+            "{message}"
+        );
+        assert!(message.contains("verify.failureTtl: \"x\""), "{message}");
     }
 }

@@ -123,7 +123,7 @@ pub fn check_review(body: &[u8], rules: &CachedRules) -> Result<(), Violation> {
         }
     };
     for harbor in [Harbor::Available, Harbor::Unavailable] {
-        let reviewed = admission::review(&incoming, rules, harbor);
+        let reviewed = admission::review(&incoming, rules, harbor, &crate::patch::all_served);
         let response = &reviewed.response;
         if !response.allowed {
             return fail(format!("denied: {:?}", response.result));

@@ -21,6 +21,7 @@
 //! - [`export`]: the same proxies as node-level registry mirrors (Talos, containerd).
 //! - [`redact`]: secrets kept out of messages.
 //! - [`units`]: durations and sizes as people write them.
+//! - [`table`]: aligned plain-text tables, short digests and sizes for the terminal.
 //! - [`chain`]: an error and its causes on one line.
 //! - `invariants` (feature `fuzzing`): what must hold for any input, for the fuzzers.
 
@@ -38,5 +39,6 @@ pub mod redact;
 pub mod reference;
 pub mod rules;
 pub mod scan;
+pub mod table;
 pub mod units;
 pub mod verdict;

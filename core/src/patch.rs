@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::pod::{ContainerImage, PodImages};
 use crate::rules::CachedRules;
-use crate::verdict::{Reason, Verdict};
+use crate::verdict::{Reason, Served, Verdict};
 
 /// Pod label that opts a single pod out: `harbor-pilot.io/rewrite: disabled`.
 pub const REWRITE_LABEL: &str = "harbor-pilot.io/rewrite";
@@ -155,11 +155,13 @@ impl PodRewrite<'_, '_> {
     }
 }
 
-/// Decides every image of `pod` in `scope` and builds the patch.
+/// Decides every image of `pod` in `scope` and builds the patch; `served` says whether
+/// Harbor can serve a rewritten image (`verify`; [`all_served`] without it).
 pub fn plan<'p, 'r>(
     pod: &'p PodImages,
     scope: Scope<'_>,
     rules: &'r CachedRules,
+    served: &dyn Fn(&str) -> Served,
 ) -> PodRewrite<'p, 'r> {
     let opted_out = pod.labels().get(REWRITE_LABEL).map(String::as_str) == Some(REWRITE_DISABLED);
     // Indexed once: a body near the size limit can hold a hundred thousand containers.
@@ -189,7 +191,14 @@ pub fn plan<'p, 'r>(
                 {
                     Verdict::Keep(Reason::RevertedToOriginal)
                 }
-                None => rules.decide(slot.image).into(),
+                None => match rules.decide(slot.image).into() {
+                    Verdict::Rewrite(rewrite) => match served(&rewrite.image) {
+                        Served::Yes => Verdict::Rewrite(rewrite),
+                        Served::No(answer) => Verdict::Keep(Reason::NotServedByHarbor { answer }),
+                        Served::Unknown => Verdict::Keep(Reason::Unverified),
+                    },
+                    keep => keep,
+                },
             }
         };
         match &verdict {
@@ -229,6 +238,27 @@ pub fn plan<'p, 'r>(
             .extend(metadata_ops(pod, annotation_change, label));
     }
     out
+}
+
+/// Every rewrite is served: what [`plan`] is given when nothing is verified.
+pub fn all_served(_image: &str) -> Served {
+    Served::Yes
+}
+
+/// The images `pod` would be rewritten to in `scope`, before any verification: what
+/// `verify` checks.
+pub fn rewrite_targets(pod: &PodImages, scope: Scope<'_>, rules: &CachedRules) -> Vec<String> {
+    let mut targets: Vec<String> = plan(pod, scope, rules, &all_served)
+        .changes
+        .into_iter()
+        .filter_map(|change| match change.verdict {
+            Verdict::Rewrite(rewrite) => Some(rewrite.image),
+            Verdict::Keep(_) => None,
+        })
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
 }
 
 /// The originals an earlier admission recorded; `None` without the annotation (or with
@@ -401,7 +431,7 @@ mod tests {
             }
         }));
         let rules = rules();
-        let plan = plan(&images, Scope::Create, &rules);
+        let plan = plan(&images, Scope::Create, &rules, &all_served);
         let out = apply(&doc, &plan.patch);
         // The whole pod: the four images and the annotation changed, nothing else.
         assert_eq!(
@@ -427,7 +457,10 @@ mod tests {
     #[test]
     fn creates_metadata_when_the_pod_has_none() {
         let (doc, images) = pod(json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}}));
-        let out = apply(&doc, &plan(&images, Scope::Create, &rules()).patch);
+        let out = apply(
+            &doc,
+            &plan(&images, Scope::Create, &rules(), &all_served).patch,
+        );
         assert_eq!(
             out["metadata"],
             json!({"annotations": {ORIGINAL_IMAGES_ANNOTATION: r#"{"c":"nginx"}"#},
@@ -449,7 +482,10 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "nginx"}]}
         }));
         let rules = rules();
-        let out = apply(&doc, &plan(&images, Scope::Create, &rules).patch);
+        let out = apply(
+            &doc,
+            &plan(&images, Scope::Create, &rules, &all_served).patch,
+        );
         let annotations = &out["metadata"]["annotations"];
         assert_eq!(annotations[ORIGINAL_IMAGES_ANNOTATION], r#"{"c":"nginx"}"#);
         let others = annotations.as_object().unwrap().len() - 1;
@@ -472,7 +508,7 @@ mod tests {
         new_doc["spec"]["containers"][1]["image"] = json!("nginx:2");
         let (_, new) = pod(new_doc.clone());
         let rules = rules();
-        let plan = plan(&new, Scope::Update { old: &old }, &rules);
+        let plan = plan(&new, Scope::Update { old: &old }, &rules, &all_served);
         let out = apply(&new_doc, &plan.patch);
         assert_eq!(
             out["spec"]["containers"][1]["image"],
@@ -488,7 +524,7 @@ mod tests {
     fn update_leaves_unchanged_images_of_a_running_pod() {
         let (_, old) = pod(json!({"spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}));
         let rules = rules();
-        let plan = plan(&old, Scope::Update { old: &old }, &rules);
+        let plan = plan(&old, Scope::Update { old: &old }, &rules, &all_served);
         assert!(plan.patch.is_empty());
         assert_eq!(
             plan.changes[0].verdict,
@@ -503,7 +539,7 @@ mod tests {
             json!({"spec": {"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "nginx"}]}}),
         );
         let rules = rules();
-        let plan = plan(&new, Scope::Update { old: &old }, &rules);
+        let plan = plan(&new, Scope::Update { old: &old }, &rules, &all_served);
         assert_eq!(plan.rewritten(), 1);
         assert_eq!(plan.patch[0].path().as_str(), "/spec/containers/1/image");
     }
@@ -516,7 +552,7 @@ mod tests {
         let (_, new) = pod(json!({"spec": {"containers": [{"name": "x", "image": "nginx"}]}}));
         let rules = rules();
         assert_eq!(
-            plan(&new, Scope::Update { old: &old }, &rules).rewritten(),
+            plan(&new, Scope::Update { old: &old }, &rules, &all_served).rewritten(),
             1
         );
     }
@@ -532,7 +568,7 @@ mod tests {
             "ephemeralContainers": [{"name": "dbg1", "image": "busybox"}, {"name": "dbg2", "image": "busybox:1.36"}]
         }}));
         let rules = rules();
-        let plan = plan(&new, Scope::NewEphemeral { old: &old }, &rules);
+        let plan = plan(&new, Scope::NewEphemeral { old: &old }, &rules, &all_served);
         assert_eq!(plan.patch.len(), 1, "{:?}", plan.patch);
         let out = apply(&new_doc, &plan.patch);
         assert_eq!(
@@ -550,7 +586,7 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "nginx"}]}
         }));
         let rules = rules();
-        let plan = plan(&images, Scope::Create, &rules);
+        let plan = plan(&images, Scope::Create, &rules, &all_served);
         assert!(plan.patch.is_empty());
         assert_eq!(plan.changes[0].verdict, Verdict::Keep(Reason::PodOptedOut));
     }
@@ -562,7 +598,10 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "nginx"}]}
         }));
         let rules = rules();
-        assert_eq!(plan(&images, Scope::Create, &rules).rewritten(), 1);
+        assert_eq!(
+            plan(&images, Scope::Create, &rules, &all_served).rewritten(),
+            1
+        );
     }
 
     #[test]
@@ -572,7 +611,7 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "nginx"}]}
         }));
         let rules = rules();
-        let plan = plan(&images, Scope::Create, &rules);
+        let plan = plan(&images, Scope::Create, &rules, &all_served);
         assert_eq!(
             plan.patch[1].path().as_str(),
             "/metadata/annotations/harbor-pilot.io~1original-images"
@@ -597,7 +636,7 @@ mod tests {
     fn an_update_back_to_the_recorded_original_stays_upstream() {
         let (_, old, new) = update_of_rewritten("nginx:1.25");
         let rules = rules();
-        let plan = plan(&new, Scope::Update { old: &old }, &rules);
+        let plan = plan(&new, Scope::Update { old: &old }, &rules, &all_served);
         assert!(plan.patch.is_empty(), "{:?}", plan.patch);
         assert_eq!(
             plan.changes[0].verdict,
@@ -609,7 +648,10 @@ mod tests {
     fn an_update_to_another_proxied_image_replaces_the_recorded_original() {
         let (doc, old, new) = update_of_rewritten("redis:7");
         let rules = rules();
-        let out = apply(&doc, &plan(&new, Scope::Update { old: &old }, &rules).patch);
+        let out = apply(
+            &doc,
+            &plan(&new, Scope::Update { old: &old }, &rules, &all_served).patch,
+        );
         assert_eq!(
             out["spec"]["containers"][0]["image"],
             "harbor.example.com/hub/library/redis:7"
@@ -629,7 +671,7 @@ mod tests {
         // Left in place, the entry would send a later fallback to nginx:1.25.
         let (doc, old, new) = update_of_rewritten("gcr.io/team/app:2");
         let rules = rules();
-        let plan = plan(&new, Scope::Update { old: &old }, &rules);
+        let plan = plan(&new, Scope::Update { old: &old }, &rules, &all_served);
         let out = apply(&doc, &plan.patch);
         assert_eq!(out["spec"]["containers"][0]["image"], "gcr.io/team/app:2");
         assert_eq!(out["metadata"]["annotations"], json!({}));
@@ -641,13 +683,20 @@ mod tests {
         let (doc, images) = pod(json!({"metadata": {"labels": {"app": "web"}},
                                        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}));
         let rules = rules();
-        let out = apply(&doc, &plan(&images, Scope::Create, &rules).patch);
+        let out = apply(
+            &doc,
+            &plan(&images, Scope::Create, &rules, &all_served).patch,
+        );
         assert_eq!(
             out["metadata"]["labels"],
             json!({"app": "web", REWRITTEN_LABEL: "true"})
         );
         // A second pass (reinvocation) adds nothing.
         let again: PodImages = serde_json::from_value(out).unwrap();
-        assert!(plan(&again, Scope::Create, &rules).patch.is_empty());
+        assert!(
+            plan(&again, Scope::Create, &rules, &all_served)
+                .patch
+                .is_empty()
+        );
     }
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::patch::{self, Scope};
 use crate::pod::PodImages;
 use crate::rules::CachedRules;
+use crate::table::{self, align_columns};
 use crate::verdict::Verdict;
 
 /// One image of one workload.
@@ -77,7 +78,7 @@ pub fn scan_manifests(yaml: &str, rules: &CachedRules) -> Result<Vec<Row>, ScanE
                         source,
                     }
                 })?;
-            let plan = patch::plan(&pod, Scope::Create, rules);
+            let plan = patch::plan(&pod, Scope::Create, rules, &patch::all_served);
             rows.extend(plan.changes.iter().map(|change| Row {
                 namespace: template.namespace.clone(),
                 workload: template.workload.clone(),
@@ -187,25 +188,7 @@ pub fn render_table(rows: &[Row], harbor: &str, wide: bool) -> String {
             ]
         })
         .collect();
-    let mut widths = headers.map(|h| h.chars().count());
-    for row in &cells {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&headers).chain(&cells) {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<width$}  ");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let mut out = align_columns(&[&[headers][..], &cells].concat());
     let rewritten = rows.iter().filter(|r| r.rewritten.is_some()).count();
     let mut workloads: Vec<_> = rows.iter().map(|r| (&r.namespace, &r.workload)).collect();
     workloads.dedup();
@@ -226,12 +209,7 @@ pub fn render_table(rows: &[Row], harbor: &str, wide: bool) -> String {
 /// shortens hashes: in a table the tag says more.
 fn short_digest(image: &str) -> String {
     match image.rsplit_once('@') {
-        Some((name, digest)) => match digest.split_once(':') {
-            Some((algorithm, hex)) if hex.len() > 12 => {
-                format!("{name}@{algorithm}:{}…", &hex[..12.min(hex.len())])
-            }
-            _ => image.to_owned(),
-        },
+        Some((name, digest)) => format!("{name}@{}", table::short_digest(digest)),
         None => image.to_owned(),
     }
 }

@@ -40,6 +40,25 @@ pub enum Reason<'r> {
     RevertedToOriginal,
     /// It would be rewritten, but Harbor is down (or not probed yet): fail open.
     HarborUnavailable,
+    /// It would be rewritten, but Harbor answered that it cannot serve the rewrite.
+    NotServedByHarbor {
+        /// What Harbor answered (`HTTP 404`, a connection error).
+        answer: String,
+    },
+    /// It would be rewritten, but Harbor's answer for it did not come within
+    /// `verify.budget`; the check goes on and the next pod knows.
+    Unverified,
+}
+
+/// What is known about whether Harbor can serve a rewritten image (`verify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// Yes (or nothing is verified): rewrite.
+    Yes,
+    /// No, and what Harbor answered.
+    No(String),
+    /// Not known within the budget.
+    Unknown,
 }
 
 impl Reason<'_> {
@@ -52,13 +71,15 @@ impl Reason<'_> {
             Reason::PodOptedOut => "pod_opted_out",
             Reason::RevertedToOriginal => "reverted_to_original",
             Reason::HarborUnavailable => "harbor_unavailable",
+            Reason::NotServedByHarbor { .. } => "not_served_by_harbor",
+            Reason::Unverified => "unverified",
         }
     }
 
     /// Every label value [`Reason::as_str`] can return: the rules' own, then the
     /// request's (a test checks the list is complete and has no duplicates).
-    pub const LABELS: [&'static str; Keep::LABELS.len() + 5] = {
-        let mut out = [""; Keep::LABELS.len() + 5];
+    pub const LABELS: [&'static str; Keep::LABELS.len() + 7] = {
+        let mut out = [""; Keep::LABELS.len() + 7];
         let mut i = 0;
         while i < Keep::LABELS.len() {
             out[i] = Keep::LABELS[i];
@@ -69,6 +90,8 @@ impl Reason<'_> {
         out[i + 2] = "pod_opted_out";
         out[i + 3] = "reverted_to_original";
         out[i + 4] = "harbor_unavailable";
+        out[i + 5] = "not_served_by_harbor";
+        out[i + 6] = "unverified";
         out
     };
 }
@@ -88,6 +111,15 @@ impl fmt::Display for Reason<'_> {
             Reason::HarborUnavailable => {
                 f.write_str("Harbor is unavailable: left upstream (fail open)")
             }
+            Reason::NotServedByHarbor { answer } => {
+                write!(
+                    f,
+                    "Harbor cannot serve the rewrite ({answer}): left upstream"
+                )
+            }
+            Reason::Unverified => f.write_str(
+                "Harbor's answer did not come within verify.budget: left upstream this time",
+            ),
         }
     }
 }
@@ -149,6 +181,10 @@ mod tests {
             Reason::PodOptedOut,
             Reason::RevertedToOriginal,
             Reason::HarborUnavailable,
+            Reason::NotServedByHarbor {
+                answer: String::new(),
+            },
+            Reason::Unverified,
         ];
         let labels: Vec<_> = reasons.iter().map(Reason::as_str).collect();
         assert_eq!(labels, Reason::LABELS);

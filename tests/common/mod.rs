@@ -13,10 +13,12 @@ pub mod client;
 pub mod cluster;
 pub mod h2raw;
 pub mod injector;
+pub mod manifests;
 pub mod pilot;
 pub mod process;
 pub mod registry;
 pub mod server;
+pub mod token;
 pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};

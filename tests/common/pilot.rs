@@ -32,6 +32,15 @@ pub struct Pilot {
 }
 
 impl Pilot {
+    /// A series from its `/metrics` (0 when absent: counters with labels appear only once
+    /// counted).
+    pub async fn metric(&mut self, series: &str) -> f64 {
+        let admin = self
+            .serve
+            .addr("admin port listening (/livez, /readyz, /metrics)");
+        super::server::metric(admin, series).await.unwrap_or(0.0)
+    }
+
     /// With a certificate from a CA of its own.
     pub fn start(config: &Path, extra: &[&str]) -> Self {
         let ca = TestCa::new("harbor-pilot e2e CA");

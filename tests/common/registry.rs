@@ -28,16 +28,29 @@ pub struct HarborStandIn {
     upstream_port: u16,
     proxy_port: u16,
     pub harbor_port: u16,
-    _upstream: Proc,
+    upstream: Option<Proc>,
     _proxy: Proc,
     nginx: Option<Proc>,
     hang: Option<(HangProbe, std::thread::JoinHandle<()>)>,
+    /// With token authentication: the token server (Harbor's core).
+    pub token: Option<super::token::TokenServer>,
 }
 
 impl HarborStandIn {
     /// Starts the upstream, the proxy and nginx, with Harbor reporting every component
     /// healthy.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// [`HarborStandIn::start`], with the proxy asking for registry tokens (`auth:
+    /// token`) as Harbor does: a `401` with a Bearer challenge whose realm is
+    /// `https://<harbor>/service/token`, served by a [`super::token::TokenServer`].
+    pub fn start_with_token_auth() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(token_auth: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("harbor stand-in CA");
         let leaf = ca.leaf("harbor");
@@ -52,6 +65,22 @@ impl HarborStandIn {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
         }
         let root = dir.path().to_owned();
+        // nginx's port is needed in the proxy's token realm, before nginx starts.
+        let harbor_port = super::process::free_port();
+        let token = token_auth.then(super::token::TokenServer::start);
+        let auth = match &token {
+            Some(token) => {
+                std::fs::write(root.join("token.crt"), &token.cert_pem).unwrap();
+                format!(
+                    "auth:\n  token:\n    realm: https://127.0.0.1:{harbor_port}/service/token\n    \
+                     service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    super::token::SERVICE,
+                    super::token::ISSUER,
+                    root.join("token.crt").display()
+                )
+            }
+            None => String::new(),
+        };
         let (upstream, upstream_port) = start_with_retry("docker-registry", |port| {
             let config = root.join("upstream.yml");
             std::fs::write(
@@ -75,7 +104,7 @@ impl HarborStandIn {
                 &config,
                 format!(
                     "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\n\
-                     http: {{addr: 127.0.0.1:{port}}}\nproxy: {{remoteurl: \"https://127.0.0.1:{upstream_port}\"}}\n",
+                     http: {{addr: 127.0.0.1:{port}}}\nproxy: {{remoteurl: \"https://127.0.0.1:{upstream_port}\"}}\n{auth}",
                     root.join("proxy").display()
                 ),
             )
@@ -93,15 +122,20 @@ impl HarborStandIn {
             ca,
             upstream_port,
             proxy_port,
-            harbor_port: 0,
-            _upstream: upstream,
+            harbor_port,
+            upstream: Some(upstream),
             _proxy: proxy,
             nginx: None,
             hang: None,
+            token,
         };
         standin.set_health(Some(&healthy_except(&[])));
-        let (nginx, port) = start_with_retry("nginx", |port| standin.nginx_command(port));
-        standin.harbor_port = port;
+        let (mut command, log) = standin.nginx_command(harbor_port);
+        let mut nginx = Proc::spawn("nginx", &mut command, &log);
+        assert!(
+            wait_listening(&mut nginx, harbor_port, &log),
+            "nginx did not start on {harbor_port}"
+        );
         standin.nginx = Some(nginx);
         standin
     }
@@ -130,6 +164,7 @@ http {{
     ssl_certificate_key {root}/tls.key;
     location = /api/v2.0/ping {{ default_type text/plain; return 200 "Pong"; }}
     location = /api/v2.0/health {{ default_type application/json; root {root}/www; try_files /health.json =503; }}
+    location = /service/token {{ {token} }}
     location ~ ^/v2/{PROJECT}/(.*)$ {{ proxy_pass http://127.0.0.1:{proxy}/v2/$1$is_args$args; }}
     location /v2/ {{ proxy_pass http://127.0.0.1:{proxy}; }}
   }}
@@ -137,6 +172,10 @@ http {{
 "#,
                 root = root.display(),
                 proxy = self.proxy_port,
+                token = match &self.token {
+                    Some(token) => format!("proxy_pass http://{}/token$is_args$args;", token.addr),
+                    None => "return 404;".to_owned(),
+                },
             ),
         )
         .unwrap();
@@ -173,6 +212,12 @@ http {{
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+
+    /// Stops the upstream registry ("docker.io" is down): what the cache holds is all
+    /// Harbor can serve.
+    pub fn stop_upstream(&mut self) {
+        self.upstream = None;
     }
 
     /// Kills nginx: Harbor is down, connections are refused.
@@ -239,41 +284,79 @@ http {{
     /// Pushes a small real image (one uncompressed tar layer holding one file) to the
     /// upstream as `repository:tag`; returns the manifest digest.
     pub async fn push_image(&self, repository: &str, tag: &str) -> String {
-        let client = Client::new(self.ca.pem.as_bytes(), Proto::H1);
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.upstream_port).parse().unwrap();
-        let layer = tar_with_one_file("hello.txt", b"pulled through harbor-pilot\n");
+        let pushed = self
+            .push_platform_image(repository, "amd64", b"pulled through harbor-pilot\n")
+            .await;
+        self.push_manifest(
+            repository,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &pushed.manifest,
+        )
+        .await
+    }
+
+    /// Pushes a multi-platform image (an OCI index of a linux/amd64 and a linux/arm64
+    /// image, each a config and a layer of its own) as `repository:tag`.
+    pub async fn push_index(&self, repository: &str, tag: &str) -> PushedIndex {
+        let mut platforms = Vec::new();
+        let mut entries = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let contents = format!("{arch} build of {repository}:{tag}\n").repeat(2000);
+            let image = self
+                .push_platform_image(repository, arch, contents.as_bytes())
+                .await;
+            let digest = self
+                .push_manifest(
+                    repository,
+                    &sha256(&image.manifest),
+                    "application/vnd.oci.image.manifest.v1+json",
+                    &image.manifest,
+                )
+                .await;
+            entries.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest, "size": image.manifest.len(),
+                "platform": {"os": "linux", "architecture": arch},
+            }));
+            platforms.push(image);
+        }
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }))
+        .unwrap();
+        let digest = self
+            .push_manifest(
+                repository,
+                tag,
+                "application/vnd.oci.image.index.v1+json",
+                &index,
+            )
+            .await;
+        PushedIndex {
+            digest,
+            index,
+            platforms,
+        }
+    }
+
+    /// Pushes a config and a one-file layer for `arch`; the manifest is not pushed.
+    async fn push_platform_image(
+        &self,
+        repository: &str,
+        arch: &str,
+        contents: &[u8],
+    ) -> PushedImage {
+        let layer = tar_with_one_file("hello.txt", contents);
         let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64", "os": "linux", "config": {},
+            "architecture": arch, "os": "linux", "config": {},
             "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
         }))
         .unwrap();
         for blob in [&layer, &config] {
-            let mut conn = client.connect(addr).await.unwrap();
-            let started = conn
-                .send_with(
-                    "POST",
-                    &format!("/v2/{repository}/blobs/uploads/"),
-                    &[],
-                    empty(),
-                )
-                .await
-                .unwrap();
-            assert_eq!(started.status, 202, "blob upload: {:?}", started.body);
-            let location = started.headers["location"].to_str().unwrap().to_owned();
-            let location =
-                location.trim_start_matches(&format!("https://127.0.0.1:{}", self.upstream_port));
-            let separator = if location.contains('?') { '&' } else { '?' };
-            let mut conn = client.connect(addr).await.unwrap();
-            let put = conn
-                .send_with(
-                    "PUT",
-                    &format!("{location}{separator}digest={}", sha256(blob)),
-                    &[("content-type", "application/octet-stream")],
-                    full(blob.clone()),
-                )
-                .await
-                .unwrap();
-            assert_eq!(put.status, 201, "blob put: {:?}", put.body);
+            self.push_blob(repository, blob).await;
         }
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
@@ -282,23 +365,115 @@ http {{
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
         }))
         .unwrap();
+        PushedImage {
+            manifest,
+            blobs: vec![(sha256(&config), config), (sha256(&layer), layer)],
+        }
+    }
+
+    async fn push_blob(&self, repository: &str, blob: &[u8]) {
+        let client = Client::new(self.ca.pem.as_bytes(), Proto::H1);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.upstream_port).parse().unwrap();
+        let mut conn = client.connect(addr).await.unwrap();
+        let started = conn
+            .send_with(
+                "POST",
+                &format!("/v2/{repository}/blobs/uploads/"),
+                &[],
+                empty(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(started.status, 202, "blob upload: {:?}", started.body);
+        let location = started.headers["location"].to_str().unwrap().to_owned();
+        let location =
+            location.trim_start_matches(&format!("https://127.0.0.1:{}", self.upstream_port));
+        let separator = if location.contains('?') { '&' } else { '?' };
         let mut conn = client.connect(addr).await.unwrap();
         let put = conn
             .send_with(
                 "PUT",
-                &format!("/v2/{repository}/manifests/{tag}"),
-                &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
-                full(manifest.clone()),
+                &format!("{location}{separator}digest={}", sha256(blob)),
+                &[("content-type", "application/octet-stream")],
+                full(blob.to_vec()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(put.status, 201, "blob put: {:?}", put.body);
+    }
+
+    /// Pushes a manifest as `reference`; its digest.
+    async fn push_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        manifest: &[u8],
+    ) -> String {
+        let client = Client::new(self.ca.pem.as_bytes(), Proto::H1);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.upstream_port).parse().unwrap();
+        let mut conn = client.connect(addr).await.unwrap();
+        let put = conn
+            .send_with(
+                "PUT",
+                &format!("/v2/{repository}/manifests/{reference}"),
+                &[("content-type", media_type)],
+                full(manifest.to_vec()),
             )
             .await
             .unwrap();
         assert_eq!(put.status, 201, "manifest put: {:?}", put.body);
-        let digest = sha256(&manifest);
+        let digest = sha256(manifest);
         assert_eq!(
             put.headers["docker-content-digest"].to_str().unwrap(),
             digest
         );
         digest
+    }
+
+    /// `GET /v2/<PROJECT>/<path>` through the stand-in as a runtime does it (with a
+    /// token when it asks for one, fetched by the test itself); status and body.
+    pub async fn get_through_harbor(&self, path: &str) -> (u16, Vec<u8>) {
+        let client = Client::new(self.ca.pem.as_bytes(), Proto::H1);
+        let addr: SocketAddr = self.harbor().parse().unwrap();
+        let url = format!("/v2/{PROJECT}/{path}");
+        let mut conn = client.connect(addr).await.unwrap();
+        let reply = conn
+            .send_with("GET", &url, &[("accept", ACCEPT_MANIFESTS)], empty())
+            .await
+            .unwrap();
+        if reply.status != 401 {
+            return (reply.status.as_u16(), reply.body.to_vec());
+        }
+        let token_server = self.token.as_ref().expect("a 401 without token auth");
+        let repository = path.split("/manifests/").next().unwrap();
+        let repository = repository.split("/blobs/").next().unwrap();
+        let scope = format!("repository:{PROJECT}/{repository}:pull");
+        let (_, token_client) = super::server::http_get(
+            token_server.addr,
+            &format!(
+                "/token?service={}&scope={}",
+                super::token::SERVICE,
+                scope.replace(':', "%3A").replace('/', "%2F")
+            ),
+        )
+        .await;
+        let token: serde_json::Value = serde_json::from_slice(&token_client).unwrap();
+        let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+        let mut conn = client.connect(addr).await.unwrap();
+        let reply = conn
+            .send_with(
+                "GET",
+                &url,
+                &[
+                    ("accept", ACCEPT_MANIFESTS),
+                    ("authorization", bearer.as_str()),
+                ],
+                empty(),
+            )
+            .await
+            .unwrap();
+        (reply.status.as_u16(), reply.body.to_vec())
     }
 
     /// `HEAD /v2/<path>/manifests/<tag or digest>` on the stand-in, with the Accept
@@ -337,6 +512,19 @@ impl Drop for HarborStandIn {
     fn drop(&mut self) {
         self.stop_hanging();
     }
+}
+
+/// A platform image as pushed: its manifest and blobs (digest, bytes).
+pub struct PushedImage {
+    pub manifest: Vec<u8>,
+    pub blobs: Vec<(String, Vec<u8>)>,
+}
+
+/// A multi-platform image as pushed.
+pub struct PushedIndex {
+    pub digest: String,
+    pub index: Vec<u8>,
+    pub platforms: Vec<PushedImage>,
 }
 
 /// Observes the listener that plays a hanging Harbor.

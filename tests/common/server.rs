@@ -92,6 +92,12 @@ impl TestServer {
 
 /// GET on the plain-HTTP admin port: (status, body).
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, body) = http_get(addr, path).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A plain-HTTP/1.1 GET of `path` on `addr`: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     use http_body_util::{BodyExt as _, Empty};
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
@@ -100,11 +106,19 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
             .unwrap();
     tokio::spawn(conn);
     let request = hyper::Request::get(path)
-        .header("host", "localhost")
+        .header("host", addr.to_string())
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (status, body.to_vec())
+}
+
+/// The value of `series` (name and labels, as exposed) on the admin port's `/metrics`;
+/// `None` when it is not exposed.
+pub async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let (_, text) = admin_get(admin, "/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }

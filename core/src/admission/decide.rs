@@ -4,10 +4,11 @@
 use kube_core::admission::{AdmissionResponse, Operation};
 
 use crate::patch::{self, Change, PodRewrite, Scope};
+use crate::pod::PodImages;
 use crate::redact;
 use crate::reference::shorten;
 use crate::rules::{CachedRules, Keep};
-use crate::verdict::{Reason, Verdict};
+use crate::verdict::{Reason, Served, Verdict};
 
 use super::decode::{EPHEMERAL_SUBRESOURCE, Incoming};
 use super::outcome::{Outcome, operation_label};
@@ -57,39 +58,73 @@ impl Reviewed<'_> {
 }
 
 /// Decides a request. Always allows; patches only to rewrite images, and only while
-/// Harbor is available.
-pub fn review<'a>(incoming: &'a Incoming, rules: &'a CachedRules, harbor: Harbor) -> Reviewed<'a> {
+/// Harbor is available and (with `verify`) `served` says it can serve the rewrite.
+pub fn review<'a>(
+    incoming: &'a Incoming,
+    rules: &'a CachedRules,
+    harbor: Harbor,
+    served: &dyn Fn(&str) -> Served,
+) -> Reviewed<'a> {
+    let response = AdmissionResponse::from(incoming.request.as_ref());
+    let (object, scope) = match pod_and_scope(incoming) {
+        Ok(found) => found,
+        Err((outcome, warning)) => {
+            return match warning {
+                Some(warning) => Reviewed::with_warning(response, outcome, warning),
+                None => Reviewed::unchanged(response, outcome),
+            };
+        }
+    };
+    let plan = patch::plan(object, scope, rules, served);
+    if harbor == Harbor::Unavailable && plan.rewritten() > 0 {
+        return fail_open(response, plan);
+    }
+    finish(response, plan, matches!(scope, Scope::NewEphemeral { .. }))
+}
+
+/// The images the request's pod would be rewritten to, for `verify` to check before
+/// [`review`] decides; empty when nothing would be.
+pub fn rewrite_targets(incoming: &Incoming, rules: &CachedRules) -> Vec<String> {
+    match pod_and_scope(incoming) {
+        Ok((object, scope)) => patch::rewrite_targets(object, scope, rules),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The pod to look at and which of its images count, or how the request ends without
+/// looking (with a warning where one helps).
+fn pod_and_scope(
+    incoming: &Incoming,
+) -> Result<(&PodImages, Scope<'_>), (Outcome, Option<String>)> {
     let request = incoming.request.as_ref();
-    let response = AdmissionResponse::from(request);
     if !incoming.is_pod_write() {
-        return Reviewed::unchanged(response, Outcome::Ignored);
+        return Err((Outcome::Ignored, None));
     }
     if let Some(error) = &incoming.object_error {
-        return Reviewed::with_warning(
-            response,
+        return Err((
             Outcome::InvalidObject,
-            format!("harbor-pilot: could not read the pod ({error}); images left unchanged"),
-        );
+            Some(format!(
+                "harbor-pilot: could not read the pod ({error}); images left unchanged"
+            )),
+        ));
     }
     let Some(object) = request.object.as_ref() else {
-        return Reviewed::with_warning(
-            response,
+        return Err((
             Outcome::InvalidObject,
-            format!(
+            Some(format!(
                 "harbor-pilot: {} of a pod without request.object; images left unchanged",
                 operation_label(&request.operation)
-            ),
-        );
+            )),
+        ));
     };
     if object.is_other_kind() {
-        return Reviewed::with_warning(
-            response,
+        return Err((
             Outcome::InvalidObject,
-            format!(
+            Some(format!(
                 "harbor-pilot: the request is for pods but its object is {}; left unchanged",
                 object.stated_kind()
-            ),
-        );
+            )),
+        ));
     }
     let old = request.old_object.as_ref();
     let scope = match (&request.operation, request.sub_resource.as_deref(), old) {
@@ -99,19 +134,14 @@ pub fn review<'a>(incoming: &'a Incoming, rules: &'a CachedRules, harbor: Harbor
         // Without the old pod, an unchanged image cannot be told from a new one, and
         // rewriting a running container's image would restart it.
         (Operation::Update, _, None) => {
-            return Reviewed::with_warning(
-                response,
+            return Err((
                 Outcome::InvalidObject,
-                "harbor-pilot: UPDATE without oldObject; images left unchanged".to_owned(),
-            );
+                Some("harbor-pilot: UPDATE without oldObject; images left unchanged".to_owned()),
+            ));
         }
-        _ => return Reviewed::unchanged(response, Outcome::Ignored),
+        _ => return Err((Outcome::Ignored, None)),
     };
-    let plan = patch::plan(object, scope, rules);
-    if harbor == Harbor::Unavailable && plan.rewritten() > 0 {
-        return fail_open(response, plan);
-    }
-    finish(response, plan, matches!(scope, Scope::NewEphemeral { .. }))
+    Ok((object, scope))
 }
 
 /// Harbor is down: no patch, every image that would have moved stays upstream.
@@ -142,7 +172,8 @@ fn finish<'a>(
     plan: PodRewrite<'a, 'a>,
     ephemeral: bool,
 ) -> Reviewed<'a> {
-    let warnings = unparsable_warnings(&plan.changes);
+    let mut warnings = unparsable_warnings(&plan.changes);
+    warnings.extend(verify_warnings(&plan.changes));
     if !warnings.is_empty() {
         response.warnings = Some(warnings);
     }
@@ -187,6 +218,40 @@ fn finish<'a>(
         outcome,
         changes: plan.changes,
     }
+}
+
+/// What `verify` kept upstream: one warning per image Harbor cannot serve (with its
+/// answer), one line for those whose check did not finish within the budget.
+fn verify_warnings(changes: &[Change<'_, '_>]) -> Vec<String> {
+    let mut warnings: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match &c.verdict {
+            Verdict::Keep(Reason::NotServedByHarbor { answer }) => Some(format!(
+                "harbor-pilot: {} image {:?} stays upstream: Harbor cannot serve it ({})",
+                c.slot,
+                shorten(&redact::credentials(c.slot.image), MAX_QUOTED_IMAGE),
+                shorten(answer, MAX_QUOTED_ERROR)
+            )),
+            _ => None,
+        })
+        .take(MAX_WARNINGS)
+        .collect();
+    let pending = changes
+        .iter()
+        .filter(|c| c.verdict == Verdict::Keep(Reason::Unverified))
+        .count();
+    if pending > 0 {
+        warnings.push(format!(
+            "harbor-pilot: {pending} {} upstream this time: Harbor's answer did not come \
+             within verify.budget (the next pod will know)",
+            if pending == 1 {
+                "image stays"
+            } else {
+                "images stay"
+            }
+        ));
+    }
+    warnings
 }
 
 /// One warning per image that does not parse, naming the container and the image.

@@ -35,7 +35,7 @@ pub enum ReviewError {
 
 impl ReviewError {
     /// The message with its causes, on one line: what an HTTP 400 body says. Values
-    /// quoted from the body are hidden ([`redact::serde_message`]).
+    /// quoted from the body are hidden (`redact::serde_message`).
     pub fn detail(&self) -> String {
         redact::serde_message(&crate::chain::one_line(self))
     }
