@@ -7,7 +7,7 @@
 
 mod common;
 
-use harbor_pilot_core::pod::{ContainerImage, PodImages};
+use harbor_pilot_core::pod::{ContainerImage, OWN_KEY_PREFIX, PodImages};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
@@ -49,9 +49,24 @@ fn reads_the_same_fields_as_k8s_openapi_on_every_fixture_pod() {
                 images.metadata.namespace, pod.metadata.namespace,
                 "{file} {key}"
             );
-            assert_eq!(images.metadata.labels, pod.metadata.labels, "{file} {key}");
+            // Of labels and annotations only harbor-pilot's own are kept; the maps are
+            // there exactly when the pod has them.
+            let own = |map: &Option<std::collections::BTreeMap<String, String>>| {
+                map.as_ref().map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| k.starts_with(OWN_KEY_PREFIX))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                })
+            };
             assert_eq!(
-                images.metadata.annotations, pod.metadata.annotations,
+                images.metadata.labels,
+                own(&pod.metadata.labels),
+                "{file} {key}"
+            );
+            assert_eq!(
+                images.metadata.annotations,
+                own(&pod.metadata.annotations),
                 "{file} {key}"
             );
             assert_eq!(

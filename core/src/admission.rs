@@ -13,7 +13,7 @@
 //! API: <https://kubernetes.io/docs/reference/config-api/apiserver-admission.v1/>.
 
 mod decide;
-mod decode;
+pub(crate) mod decode;
 mod encode;
 mod outcome;
 

@@ -113,6 +113,9 @@ pub fn check_config(input: &str) -> Result<(), Violation> {
 /// own uid, as JSON; its patch, if any, applies to the object that was sent and touches
 /// only image fields and the annotation; with Harbor unavailable nothing is patched.
 pub fn check_review(body: &[u8], rules: &CachedRules) -> Result<(), Violation> {
+    if let Some(disagreement) = admission::decode::fast_path_disagreement(body) {
+        return fail(disagreement);
+    }
     let incoming = match admission::parse_review(body) {
         Ok(incoming) => incoming,
         Err(error) => {

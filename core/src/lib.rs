@@ -11,6 +11,8 @@
 //! - [`verdict`]: the outcome for one image of a request, with the reasons of every
 //!   layer.
 //! - [`pod`]: the fields of a Pod that are read.
+//! - `json`: the borrowing JSON reader of the admission hot path (serde_json reads
+//!   whatever it declines).
 //! - [`patch`]: the image fields of a Pod to rewrite, and the JSON Patch.
 //! - [`admission`]: AdmissionReview in, decision, AdmissionReview out.
 //! - [`gate`]: whether Harbor may be used now, with hysteresis.
@@ -33,6 +35,7 @@ pub mod fallback;
 pub mod gate;
 #[cfg(feature = "fuzzing")]
 pub mod invariants;
+mod json;
 pub mod patch;
 pub mod pod;
 pub mod redact;

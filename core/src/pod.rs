@@ -14,7 +14,9 @@
 //! Unknown and unread fields are ignored, never lost: the webhook answers with a JSON
 //! Patch naming only the fields it changes.
 //!
-//! Pure: types only.
+//! Pure: types only. `fast_read` reads them on the webhook's hot path.
+
+pub(crate) mod fast_read;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+/// The prefix of the label and annotation keys harbor-pilot reads and writes; a pod's
+/// other labels and annotations are checked (strings, as the API requires) but not kept.
+pub const OWN_KEY_PREFIX: &str = "harbor-pilot.io/";
+
 /// The fields of a v1 Pod that decide and carry an image rewrite.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodImages {
@@ -30,8 +36,9 @@ pub struct PodImages {
     pub api_version: Option<String>,
     /// `kind`, when the object states it.
     pub kind: Option<String>,
-    /// Name, generateName, namespace, uid, labels and annotations; other metadata is not
-    /// read.
+    /// Name, generateName, namespace and uid; of the labels and annotations only
+    /// harbor-pilot's own ([`OWN_KEY_PREFIX`]), the maps present exactly when the pod
+    /// has them. Other metadata is not read.
     pub metadata: ObjectMeta,
     /// The object has no `metadata` (or `metadata: null`). No API server sends such a
     /// pod, but a patch must then create `/metadata` before it can add an annotation.
@@ -208,10 +215,79 @@ struct MetadataSubset {
     namespace: Option<String>,
     #[serde(default)]
     uid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "own_keys")]
     labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "own_keys")]
     annotations: Option<BTreeMap<String, String>>,
+}
+
+/// `null`, or a map of strings of which only harbor-pilot's keys are kept: every value
+/// must still be a string, as `BTreeMap<String, String>` requires, but the pod's other
+/// labels and annotations (often most of its metadata) cost no allocation.
+fn own_keys<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct OwnKeys;
+
+    impl<'de> Visitor<'de> for OwnKeys {
+        type Value = Option<BTreeMap<String, String>>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a map")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_map(self)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut own = BTreeMap::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key.starts_with(OWN_KEY_PREFIX) {
+                    own.insert(key.into_owned(), map.next_value::<String>()?);
+                } else {
+                    map.next_value::<StringChecked>()?;
+                }
+            }
+            Ok(Some(own))
+        }
+    }
+
+    deserializer.deserialize_option(OwnKeys)
+}
+
+/// A string, read and dropped without being copied.
+struct StringChecked;
+
+impl<'de> Deserialize<'de> for StringChecked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Checked;
+
+        impl Visitor<'_> for Checked {
+            type Value = StringChecked;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<StringChecked, E> {
+                Ok(StringChecked)
+            }
+        }
+
+        deserializer.deserialize_str(Checked)
+    }
 }
 
 fn metadata_subset<'de, D: Deserializer<'de>>(
@@ -319,7 +395,8 @@ mod tests {
     fn reads_names_images_labels_and_annotations() {
         let pod: PodImages = serde_json::from_str(
             r#"{"apiVersion":"v1","kind":"Pod",
-                "metadata":{"name":"p","labels":{"a":"b"},"annotations":{"k":"v"},
+                "metadata":{"name":"p","labels":{"a":"b","harbor-pilot.io/rewrite":"disabled"},
+                            "annotations":{"k":"v","harbor-pilot.io/original-images":"{}"},
                             "managedFields":[{"manager":"kubectl"}]},
                 "spec":{"containers":[{"name":"c","image":"nginx","env":[{"name":"X"}]}],
                         "initContainers":[{"name":"i","image":"busybox"}],
@@ -327,8 +404,16 @@ mod tests {
                                    {"name":"s","secret":{"secretName":"x"}}]}}"#,
         )
         .unwrap();
-        assert_eq!(pod.labels().get("a").map(String::as_str), Some("b"));
-        assert_eq!(pod.annotation("k"), Some("v"));
+        // Only harbor-pilot's own labels and annotations are kept.
+        assert_eq!(
+            pod.labels(),
+            &BTreeMap::from([("harbor-pilot.io/rewrite".into(), "disabled".into())])
+        );
+        assert_eq!(
+            pod.annotation("harbor-pilot.io/original-images"),
+            Some("{}")
+        );
+        assert_eq!(pod.annotation("k"), None);
         let containers = pod.spec.containers.as_deref().unwrap();
         assert_eq!(containers[0].image.as_deref(), Some("nginx"));
         let volumes = pod.spec.volumes.as_deref().unwrap();
@@ -354,6 +439,21 @@ mod tests {
         assert!(pod.metadata_missing);
         let pod: PodImages = serde_json::from_str(r#"{"metadata":{}}"#).unwrap();
         assert!(!pod.metadata_missing);
+    }
+
+    #[rstest::rstest]
+    #[case::label(r#"{"metadata":{"labels":{"app":1}}}"#, "invalid type: integer `1`")]
+    #[case::annotation(r#"{"metadata":{"annotations":{"a":null}}}"#, "invalid type: null")]
+    #[case::labels(
+        r#"{"metadata":{"labels":"app"}}"#,
+        "invalid type: string \"app\", expected a map"
+    )]
+    fn refuses_labels_and_annotations_that_are_not_strings(
+        #[case] json: &str,
+        #[case] error: &str,
+    ) {
+        let refused = serde_json::from_str::<PodImages>(json).unwrap_err();
+        assert!(refused.to_string().contains(error), "{refused}");
     }
 
     #[rstest::rstest]
