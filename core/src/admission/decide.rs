@@ -200,9 +200,11 @@ fn finish<'a>(
         }
         // A patch without a rewrite only mends the annotation.
         let rewritten = plan.rewritten() > 0;
-        match response.clone().with_patch(json_patch::Patch(plan.patch)) {
-            Ok(patched) => {
-                response = patched;
+        // `AdmissionResponse::with_patch` would do the same, but takes the response by
+        // value and loses it on error: that needed a clone of it per request.
+        match serde_json::to_vec(&plan.patch) {
+            Ok(patch) => {
+                response.patch = Some(patch);
                 if rewritten { Outcome::Rewritten } else { quiet }
             }
             Err(error) => {
