@@ -61,7 +61,9 @@ fn report(error: &anyhow::Error) {
 
 /// The webhook: logging, an async runtime, and the server until SIGTERM/SIGINT.
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format);
+    // Dropped last: the lines logged up to the end reach stderr before `main` reports
+    // an error or exits.
+    let _logs = telemetry::init(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,11 +1,16 @@
 //! Logging: `tracing` to standard error, as JSON lines or text. `RUST_LOG` overrides
 //! the default level (`info`); `debug` adds each image's decision. No level logs a
-//! request body or header: see [`harbor_pilot_core::redact`].
+//! request body or header: see [`harbor_pilot_core::redact`]. Lines reach stderr
+//! through a writer thread ([`buffer`]), never from a request.
+
+pub mod buffer;
 
 use std::io::IsTerminal as _;
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
+
+use buffer::{FlushGuard, LogBuffer};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -17,12 +22,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber. Call once, from `main`, and keep the guard until
+/// the end: dropping it writes the lines still buffered.
+pub fn init(format: LogFormat) -> Option<FlushGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = match LogBuffer::start(std::io::stderr()) {
+        Ok((buffer, guard)) => (Stderr::Buffered(buffer), Some(guard)),
+        Err(error) => {
+            eprintln!("harbor-pilot: logging without a writer thread: {error}");
+            (Stderr::Direct, None)
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -35,5 +48,45 @@ pub fn init(format: LogFormat) {
     };
     if let Err(error) = result {
         eprintln!("harbor-pilot: logging already initialised: {error}");
+    }
+    guard
+}
+
+/// Where log lines go: the writer thread's buffer, or (when no thread could be
+/// started) straight to stderr.
+#[derive(Debug, Clone)]
+enum Stderr {
+    Buffered(LogBuffer),
+    Direct,
+}
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Buffered(buffer) => buffer.write(buf),
+            Self::Direct => std::io::stderr().write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Buffered(buffer) => buffer.write_all(buf),
+            Self::Direct => std::io::stderr().write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Buffered(buffer) => buffer.flush(),
+            Self::Direct => std::io::stderr().flush(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }
