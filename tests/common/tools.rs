@@ -67,3 +67,33 @@ fn modern_kubectl() -> Option<PathBuf> {
         .ok()?;
     (minor >= 21).then_some(kubectl)
 }
+
+/// Validates `objects` with `kubernetes-validate --strict` against Kubernetes 1.30 and
+/// 1.37 (the oldest and newest supported), in a file under `dir` named after `what`.
+/// An unknown kind or version, which the tool only warns about, fails too.
+pub fn validate_objects(what: &str, objects: &[&serde_json::Value], dir: &Path) {
+    let validate = require("kubernetes-validate", "pip install kubernetes-validate");
+    let file = dir.join(format!("{what}.yaml"));
+    let text: String = objects
+        .iter()
+        .map(|d| format!("---\n{}", yaml_serde::to_string(d).unwrap()))
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    for version in ["1.30", "1.37"] {
+        let output = Command::new(&validate)
+            .args(["--strict", "-k", version])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{what} against {version}:\n{report}"
+        );
+        assert!(
+            !report.contains("WARN"),
+            "{what} against {version}:\n{report}"
+        );
+    }
+}
