@@ -21,8 +21,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use oci_spec::distribution::{ParseError as OciParseError, Reference};
+use regex::{Regex, RegexBuilder};
 
 /// The registry that unqualified names (`nginx`, `bitnami/redis`) resolve to.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -136,6 +138,26 @@ impl ImageRef {
         let tag_written =
             inner.digest().is_some() || inner.tag() != Some("latest") || input.ends_with(":latest");
         Ok(Self { inner, tag_written })
+    }
+
+    /// Parses a reference of each shape, so that every regular expression a parse can
+    /// need is compiled (oci-spec compiles each on first use: ~50 ms and megabytes for
+    /// the reference grammar, ~10 ms more for those that only hosts, digests or IPv6
+    /// reach) before a server takes its first request.
+    pub fn warm_up() {
+        for input in [
+            "nginx",
+            "nginx:1.27",
+            "library/nginx:1.27@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "ghcr.io/org/app:v1",
+            "registry.k8s.io/pause:3.10",
+            "localhost:5000/team/app@sha256:1111111111111111111111111111111111111111111111111111111111111111",
+            "[::1]:5000/app:v1",
+            "foo_bar.com/app",
+            "Foo/bar",
+        ] {
+            let _ = Self::parse(input);
+        }
     }
 
     /// The registry host with its port (`docker.io`, `localhost:5000`, `[::1]:5000`);
@@ -273,13 +295,13 @@ fn oci_splits_host(host: &str) -> bool {
 }
 
 fn parse_oci(input: &str) -> Result<Reference, ParseError> {
-    Reference::from_str(input).map_err(|oci_error| {
+    oci_reference(input).map_err(|oci_error| {
         let error = ParseError::from_oci(&oci_error);
         // Go answers "must be lowercase" when the lowercased string matches the grammar;
         // it does not look any further (digest, length) at that string.
         if error == ParseError::InvalidFormat
             && has_uppercase(input)
-            && Reference::from_str(&input.to_ascii_lowercase())
+            && oci_reference(&input.to_ascii_lowercase())
                 .err()
                 .is_none_or(|lower| ParseError::is_past_grammar(&lower))
         {
@@ -292,6 +314,83 @@ fn parse_oci(input: &str) -> Result<Reference, ParseError> {
         }
         error
     })
+}
+
+/// oci-spec's grammar (`distribution::reference`'s `REFERENCE_REGEXP`), with `\w` and
+/// `[:xdigit:]` as ASCII classes.
+const OCI_GRAMMAR: &str = r"^((?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))+)?(?::[0-9]+)?/)?[a-z0-9]+(?:(?:(?:[._]|__|[-]*)[a-z0-9]+)+)?(?:(?:/[a-z0-9]+(?:(?:(?:[._]|__|[-]*)[a-z0-9]+)+)?)+)?)(?::([\w][\w.-]{0,127}))?(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}))?$";
+
+/// `Reference::from_str` for ASCII input, step for step (oci-spec 0.10's `try_from` and
+/// `split_domain`), but over [`OCI_GRAMMAR`]. oci-spec compiles its grammar with Unicode
+/// classes: `\w` then holds every letter of every script, and the compiled grammar took
+/// ~12 MiB and ~50 ms to build and a further ~5 MiB per thread that matched a long
+/// reference, most of the webhook's memory. Every caller has refused non-ASCII input
+/// already (Go's classes are ASCII-only), where the two grammars match the same strings;
+/// the differential tests against the Go library hold both to that.
+fn oci_reference(input: &str) -> Result<Reference, OciParseError> {
+    static GRAMMAR: OnceLock<Option<Regex>> = OnceLock::new();
+    let grammar =
+        GRAMMAR.get_or_init(|| RegexBuilder::new(OCI_GRAMMAR).unicode(false).build().ok());
+    // It compiles (a test says so); were it not to, oci-spec's own is as right.
+    let Some(grammar) = grammar else {
+        return Reference::from_str(input);
+    };
+    if input.is_empty() {
+        return Err(OciParseError::NameEmpty);
+    }
+    if !input.is_ascii() {
+        return Err(OciParseError::ReferenceInvalidFormat);
+    }
+    let captures = grammar
+        .captures(input)
+        .ok_or(OciParseError::ReferenceInvalidFormat)?;
+    let name = captures.get(1).map_or("", |m| m.as_str());
+    let tag = captures.get(2).map(|m| m.as_str().to_owned());
+    let digest = captures.get(3).map(|m| m.as_str().to_owned());
+    let (registry, repository) = oci_split_domain(name);
+    if repository.len() > MAX_PATH_LEN {
+        return Err(OciParseError::NameTooLong);
+    }
+    if let Some(digest) = &digest {
+        let expected = match digest.split_once(':') {
+            None => return Err(OciParseError::DigestInvalidFormat),
+            Some(("sha256", _)) => 64,
+            Some(("sha384", _)) => 96,
+            Some(("sha512", _)) => 128,
+            Some(_) => return Err(OciParseError::DigestUnsupported),
+        };
+        if digest.split_once(':').map_or(0, |(_, hex)| hex.len()) != expected {
+            return Err(OciParseError::DigestInvalidLength);
+        }
+    }
+    Ok(match (tag, digest) {
+        (Some(tag), Some(digest)) => {
+            Reference::with_tag_and_digest(registry, repository, tag, digest)
+        }
+        (None, Some(digest)) => Reference::with_digest(registry, repository, digest),
+        (tag, None) => Reference::with_tag(
+            registry,
+            repository,
+            tag.unwrap_or_else(|| "latest".to_owned()),
+        ),
+    })
+}
+
+/// oci-spec's `split_domain`: the registry and the repository of a matched name.
+fn oci_split_domain(name: &str) -> (String, String) {
+    let (mut domain, mut remainder) = match name.split_once('/') {
+        Some((left, right)) if left.contains(['.', ':']) || left == "localhost" => {
+            (left.to_owned(), right.to_owned())
+        }
+        _ => (DOCKER_HUB.to_owned(), name.to_owned()),
+    };
+    if domain == DOCKER_HUB_LEGACY {
+        DOCKER_HUB.clone_into(&mut domain);
+    }
+    if domain == DOCKER_HUB && !remainder.contains('/') {
+        remainder = format!("{OFFICIAL_REPO_PREFIX}{remainder}");
+    }
+    (domain, remainder)
 }
 
 /// Whether the algorithm of the digest in `input` (between the last `@` and the next
@@ -397,6 +496,37 @@ pub fn shorten(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ascii_grammar_compiles_and_reads_what_oci_spec_reads() {
+        assert!(
+            RegexBuilder::new(OCI_GRAMMAR)
+                .unicode(false)
+                .build()
+                .is_ok()
+        );
+        for input in [
+            "nginx",
+            "nginx:1.27",
+            "index.docker.io/nginx",
+            "localhost/app:v1",
+            "localhost:5000/a/b:c@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "ghcr.io/org/app@sha512:00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "a@sha256:00",
+            "a@md5:00000000000000000000000000000000",
+            "a@sha256-00000000000000000000000000000000",
+            "UPPER/case",
+            "",
+            ":tag",
+            "a:_tag.-x",
+        ] {
+            assert_eq!(
+                format!("{:?}", oci_reference(input)),
+                format!("{:?}", Reference::from_str(input)),
+                "{input}"
+            );
+        }
+    }
+
     use super::*;
     use rstest::rstest;
 
