@@ -14,8 +14,8 @@ use tokio::time::{Instant, Sleep};
 /// write of ours blocked (by not reading its answers) for longer than `idle`. A
 /// deadline that passes fails the read or write, and hyper closes the connection.
 ///
-/// Reads are stamped with the time they arrive; the timer is re-armed only when it
-/// fires early, so the common path is one clock read per read.
+/// Reads are stamped with the time they arrive; a timer is re-armed only after it fired
+/// early or when it would fire too late, so the common path is one clock read per read.
 pub(super) struct Deadlines<IO> {
     io: IO,
     first_byte: Duration,
@@ -63,7 +63,10 @@ fn passed(timer: &mut Pin<Box<Sleep>>, deadline: Instant, cx: &mut Context<'_>) 
     if Instant::now() >= deadline {
         return true;
     }
-    if timer.deadline() != deadline {
+    // Re-arming takes the timer driver's lock, so a timer that will fire before the
+    // deadline is left alone: it fires early (once per idle timeout at most), and the
+    // poll that follows re-arms it for the deadline of that moment.
+    if timer.is_elapsed() || timer.deadline() > deadline {
         timer.as_mut().reset(deadline);
     }
     // Registers the waker; fires at the deadline, when this is polled again.
