@@ -1,35 +1,46 @@
 #!/usr/bin/env bash
-# Load benchmark (a benchmark, not a test): `harbor-pilot serve` against a do-nothing
-# responder on the same TLS/HTTP stack (examples/null_responder.rs), same request bodies
-# (a 3-container and a 50-container pod CREATE), HTTP/1.1 and HTTP/2, driven by oha in
-# the same run. Prints requests/s and p50/p99 for both, their ratios, and harbor-pilot's
-# peak RSS. Results land in target/load/.
+# Load benchmark (a benchmark, not a test). In one run, three servers answer the same
+# request bodies (a 3-container and a 50-container Pod CREATE) over HTTP/1.1 and HTTP/2,
+# driven by h2load:
 #
-#   benches/load.sh                   10 s per measurement
-#   DURATION=30s benches/load.sh      longer runs
+#   minimal       examples/minimal_webhook.rs: a do-nothing webhook written directly on
+#                 tokio + rustls + hyper-util (the ceiling; none of our server layer)
+#   responder     examples/null_responder.rs: the same do-nothing answer on harbor-pilot's
+#                 own server layer (axum, server::serve): what that layer costs
+#   harbor-pilot  `harbor-pilot serve` with config/example.yaml, rewriting every image
 #
-# Needs: cargo, python3 (the report), oha (installed into target/bench-tools if missing,
-# ~5 minutes), taskset (optional: pins servers to CPU 0 and oha to CPU 1).
+# Two measurements per body and protocol: saturated throughput (h1: 4 connections;
+# h2: 4 connections x 8 streams) and latency at a fixed 1,000 requests/s, where latency
+# is service time rather than queueing. Servers run on CPU 0 and h2load on CPU 1;
+# rounds alternate the servers and the report takes medians. Also reported:
+# harbor-pilot's peak RSS and its first admission after start against later ones.
+#
+#   benches/load.sh                        3 rounds of 5 s per measurement (~8 minutes)
+#   ROUNDS=5 DURATION=10 benches/load.sh   longer
+#
+# Needs: cargo, python3, h2load (Debian nghttp2-client: installed if missing), taskset.
+# Results land in target/load/ (results.json, h2load logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}    # seconds per measurement
+RATE=${RATE:-1000}         # requests/s of the latency runs, spread over 4 connections
 WORK=target/load
-PILOT_PORT=19443 ADMIN_PORT=19080 NULL_PORT=19444
+MIN_PORT=19441 NULL_PORT=19442 PILOT_PORT=19443 ADMIN_PORT=19080
 
 die() { echo "benches/load.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed for the report"
-
-cargo build --release --locked --bin harbor-pilot --example null_responder --example load_bodies
-
-OHA=$(command -v oha || true)
-if [ -z "$OHA" ]; then
-  OHA=target/bench-tools/bin/oha
-  if [ ! -x "$OHA" ]; then
-    echo "installing oha into target/bench-tools (cargo install, a few minutes)" >&2
-    cargo install oha --locked --root target/bench-tools
-  fi
+if ! command -v h2load >/dev/null; then
+  command -v apt-get >/dev/null || die "h2load is missing (Debian package nghttp2-client)"
+  echo "benches/load.sh: installing nghttp2-client (h2load)" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null \
+    || die "could not install nghttp2-client (h2load)"
 fi
+
+cargo build --release --locked --bin harbor-pilot \
+  --example minimal_webhook --example null_responder --example load_bodies
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 target/release/examples/load_bodies "$WORK" >/dev/null
@@ -37,6 +48,8 @@ target/release/examples/load_bodies "$WORK" >/dev/null
 PIN_SERVER=() PIN_LOAD=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
+else
+  echo "benches/load.sh: fewer than 2 CPUs or no taskset: servers and load share CPUs" >&2
 fi
 
 pids=()
@@ -51,99 +64,82 @@ wait_port() {
   die "nothing listens on port $1; see $WORK/*.log"
 }
 
-# The responder makes the development certificate; harbor-pilot serves the same one.
-"${PIN_SERVER[@]}" target/release/examples/null_responder "127.0.0.1:$NULL_PORT" "$WORK/certs" 2>"$WORK/responder.log" &
+# The responder makes the development certificate; the other two serve the same one.
+"${PIN_SERVER[@]}" target/release/examples/null_responder "127.0.0.1:$NULL_PORT" "$WORK/certs" \
+  2>"$WORK/responder.log" &
 pids+=($!)
 wait_port "$NULL_PORT"
+"${PIN_SERVER[@]}" target/release/examples/minimal_webhook "127.0.0.1:$MIN_PORT" \
+  "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>"$WORK/minimal.log" &
+pids+=($!)
 "${PIN_SERVER[@]}" target/release/harbor-pilot serve --config config/example.yaml \
   --webhook-addr "127.0.0.1:$PILOT_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
   --tls-cert-file "$WORK/certs/tls.crt" --tls-key-file "$WORK/certs/tls.key" \
   --log-format json 2>"$WORK/harbor-pilot.log" &
 PILOT_PID=$!
 pids+=("$PILOT_PID")
-wait_port "$PILOT_PORT"
+wait_port "$MIN_PORT"
+for _ in $(seq 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/readyz")" = 200 ] && break
+  sleep 0.1
+done
 
-RATE=${RATE:-1000}   # requests/s for the latency runs: well below either server's ceiling
-
-measure() { # name port proto body duration [rate]
-  local args=(-c 16) out="$WORK/$1-$3-$4.json"
-  [ "$3" = h2 ] && args=(--http2 -c 4 -p 8)
-  # At a fixed rate, with coordinated-omission correction, latency is service time
-  # rather than queueing behind 16 open connections.
-  [ -n "${6:-}" ] && args+=(-q "$6" --latency-correction) && out="$WORK/$1-$3-$4-rate.json"
-  "${PIN_LOAD[@]}" "$OHA" --no-tui -z "$5" -w "${args[@]}" -m POST -T application/json \
-    -D "$WORK/review-$4.json" --cacert "$WORK/certs/ca.crt" --output-format json \
-    "https://127.0.0.1:$2/mutate" >"$out"
+# h2load: name port proto body mode -> $WORK/<name>-<proto>-<body>-<mode>.{log,out}
+h2load_run() {
+  local name=$1 port=$2 proto=$3 body=$4 mode=$5 args=()
+  case $proto in h1) args=(--h1 -c 4 -m 1) ;; h2) args=(-c 4 -m 8) ;; esac
+  case $mode in
+    first) args=(--h1 -c 1 -m 1 -n 1) ;;
+    rate) args+=(--rps "$((RATE / 4))" -D "$DURATION" --warm-up-time 1) ;;
+    *) args+=(-D "$DURATION" --warm-up-time 1) ;;
+  esac
+  local out="$WORK/$name-$proto-$body-$mode"
+  "${PIN_LOAD[@]}" h2load "${args[@]}" -d "$WORK/review-$body.json" \
+    -H 'content-type: application/json' --log-file "$out.log" \
+    "https://127.0.0.1:$port/mutate" >"$out.out" || die "h2load failed; see $out.out"
 }
+
+# The first admission after start (harbor-pilot has served nothing yet), then 20 later
+# ones made the same way: each the first request of a new connection.
+h2load_run harbor-pilot "$PILOT_PORT" h1 3 first
+mv "$WORK/harbor-pilot-h1-3-first.log" "$WORK/start.log"
+mv "$WORK/harbor-pilot-h1-3-first.out" "$WORK/start.out"
+: >"$WORK/later.log"
+for _ in $(seq 20); do
+  h2load_run harbor-pilot "$PILOT_PORT" h1 3 first
+  cat "$WORK/harbor-pilot-h1-3-first.log" >>"$WORK/later.log"
+  mv "$WORK/harbor-pilot-h1-3-first.out" "$WORK/later.out"
+done
 
 echo "warming up" >&2
 for body in 3 50; do
-  measure warmup "$NULL_PORT" h2 "$body" 2s
-  measure warmup "$PILOT_PORT" h2 "$body" 2s
+  for server in "minimal $MIN_PORT" "responder $NULL_PORT" "harbor-pilot $PILOT_PORT"; do
+    # shellcheck disable=SC2086
+    set -- $server
+    DURATION=2 h2load_run "$1" "$2" h2 "$body" "warmup"
+  done
 done
 
-for body in 3 50; do
-  for proto in h1 h2; do
-    echo "measuring $proto, $body containers, $DURATION each" >&2
-    # Interleaved, so drift on a shared machine hits both alike.
-    measure responder "$NULL_PORT" "$proto" "$body" "$DURATION"
-    measure harbor-pilot "$PILOT_PORT" "$proto" "$body" "$DURATION"
-    measure responder "$NULL_PORT" "$proto" "$body" "$DURATION" "$RATE"
-    measure harbor-pilot "$PILOT_PORT" "$proto" "$body" "$DURATION" "$RATE"
+for round in $(seq "$ROUNDS"); do
+  for body in 3 50; do
+    for proto in h1 h2; do
+      for mode in saturated rate; do
+        echo "round $round/$ROUNDS: $body containers, $proto, $mode" >&2
+        # Alternating the order each round, so drift on a shared machine hits all alike.
+        servers=("minimal $MIN_PORT" "responder $NULL_PORT" "harbor-pilot $PILOT_PORT")
+        [ $((round % 2)) -eq 0 ] && servers=("harbor-pilot $PILOT_PORT" "responder $NULL_PORT" "minimal $MIN_PORT")
+        for server in "${servers[@]}"; do
+          # shellcheck disable=SC2086
+          set -- $server
+          h2load_run "$1" "$2" "$proto" "$body" "$mode"
+          mv "$WORK/$1-$proto-$body-$mode.log" "$WORK/$1-$proto-$body-$mode.$round.log"
+          mv "$WORK/$1-$proto-$body-$mode.out" "$WORK/$1-$proto-$body-$mode.$round.out"
+        done
+      done
+    done
   done
 done
 
 PEAK_RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$PILOT_PID/status")
-BODY_3=$(stat -c %s "$WORK/review-3.json") BODY_50=$(stat -c %s "$WORK/review-50.json")
-export WORK PEAK_RSS_KB BODY_3 BODY_50 DURATION RATE
-python3 - <<'PY'
-import json, os
-work = os.environ["WORK"]
-rows, results, bad = [], [], []
-def load(name, proto, body, suffix=""):
-    with open(f"{work}/{name}-{proto}-{body}{suffix}.json") as f:
-        d = json.load(f)
-    codes = d.get("statusCodeDistribution", {})
-    # oha cuts requests still queued when a fixed-rate run's time is up; not a failure.
-    errors = {k: v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline"}
-    if set(codes) - {"200"} or errors:
-        bad.append(f"{name} {proto} {body}{suffix}: {codes} {errors}")
-    return {
-        "rps": d["summary"]["requestsPerSec"],
-        "p50_ms": d["latencyPercentiles"]["p50"] * 1e3,
-        "p99_ms": d["latencyPercentiles"]["p99"] * 1e3,
-        "requests": sum(codes.values()),
-    }
-print(f"\nharbor-pilot vs do-nothing responder, same TLS stack, {os.environ['DURATION']} per run")
-print(f"bodies: 3 containers {int(os.environ['BODY_3'])//1024} KiB, 50 containers {int(os.environ['BODY_50'])//1024} KiB")
-print("\nsaturated (h1: 16 connections; h2: 4 connections x 8 streams): throughput, and latency incl. queueing")
-head = f"{'body':>7} {'proto':>5} | {'responder rps':>13} {'pilot rps':>10} {'ratio':>6} | {'resp p50':>8} {'pilot p50':>9} {'ratio':>6} | {'resp p99':>8} {'pilot p99':>9}"
-print(head); print("-" * len(head))
-for body in ("3", "50"):
-    for proto in ("h1", "h2"):
-        r, p = load("responder", proto, body), load("harbor-pilot", proto, body)
-        tput, p50 = p["rps"] / r["rps"], p["p50_ms"] / r["p50_ms"]
-        results.append({"mode": "saturated", "containers": int(body), "proto": proto, "responder": r,
-                        "harbor_pilot": p, "throughput_ratio": tput, "p50_ratio": p50})
-        print(f"{body + ' ctr':>7} {proto:>5} | {r['rps']:>13.0f} {p['rps']:>10.0f} {tput:>6.2f} | "
-              f"{r['p50_ms']:>6.2f}ms {p['p50_ms']:>7.2f}ms {p50:>6.2f} | {r['p99_ms']:>6.2f}ms {p['p99_ms']:>7.2f}ms")
-print(f"\nat a fixed {os.environ['RATE']} requests/s: latency is service time")
-head = f"{'body':>7} {'proto':>5} | {'resp p50':>8} {'pilot p50':>9} {'ratio':>6} | {'resp p99':>8} {'pilot p99':>9} {'ratio':>6}"
-print(head); print("-" * len(head))
-for body in ("3", "50"):
-    for proto in ("h1", "h2"):
-        r, p = load("responder", proto, body, "-rate"), load("harbor-pilot", proto, body, "-rate")
-        p50, p99 = p["p50_ms"] / r["p50_ms"], p["p99_ms"] / r["p99_ms"]
-        results.append({"mode": "fixed_rate", "rate": int(os.environ["RATE"]), "containers": int(body), "proto": proto,
-                        "responder": r, "harbor_pilot": p, "p50_ratio": p50, "p99_ratio": p99})
-        print(f"{body + ' ctr':>7} {proto:>5} | {r['p50_ms']:>6.3f}ms {p['p50_ms']:>7.3f}ms {p50:>6.2f} | "
-              f"{r['p99_ms']:>6.3f}ms {p['p99_ms']:>7.3f}ms {p99:>6.2f}")
-rss_mib = int(os.environ["PEAK_RSS_KB"]) / 1024
-print(f"\nharbor-pilot peak RSS: {rss_mib:.1f} MiB")
-print("target: saturated throughput ratio >= 0.90, p50 ratio <= 1.20")
-with open(f"{work}/results.json", "w") as f:
-    json.dump({"duration": os.environ["DURATION"], "peak_rss_mib": rss_mib, "runs": results}, f, indent=2)
-if bad:
-    print("\nNON-200 ANSWERS OR ERRORS:\n" + "\n".join(bad))
-    raise SystemExit(1)
-PY
+export WORK ROUNDS DURATION RATE PEAK_RSS_KB
+python3 benches/load_report.py

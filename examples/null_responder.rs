@@ -1,6 +1,8 @@
-//! The load benchmark's ceiling: the same TLS and HTTP stack as `harbor-pilot serve`
-//! (rustls, hyper, axum, `server::serve`), answering POST /mutate by reading the
-//! whole review, taking its uid, and allowing it without a patch.
+//! The load benchmark's do-nothing answer on harbor-pilot's own server layer (rustls,
+//! hyper, axum, `server::serve`): POST /mutate reads the whole review, takes its uid,
+//! and allows it without a patch. Against `minimal_webhook` (the same answer straight on
+//! the libraries) it shows what the server layer costs; against `harbor-pilot serve`,
+//! what the review costs.
 //!
 //! `null_responder <ADDR> <CERT_DIR>`: serves the development certificate in CERT_DIR
 //! (made if missing) until SIGTERM/SIGINT.

@@ -140,10 +140,9 @@ impl ImageRef {
         Ok(Self { inner, tag_written })
     }
 
-    /// Parses a reference of each shape, so that every regular expression a parse can
-    /// need is compiled (oci-spec compiles each on first use: ~50 ms and megabytes for
-    /// the reference grammar, ~10 ms more for those that only hosts, digests or IPv6
-    /// reach) before a server takes its first request.
+    /// Parses a reference of each shape, so that the grammar is compiled (on first use,
+    /// once per process) and the calling thread's matching state is built (once per
+    /// thread) before a server takes its first request.
     pub fn warm_up() {
         for input in [
             "nginx",

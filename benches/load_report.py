@@ -1,0 +1,80 @@
+"""The report of benches/load.sh: medians over rounds of h2load's per-request logs,
+harbor-pilot and the do-nothing responder each against the minimal webhook, written
+to stdout and to $WORK/results.json. Exits non-zero if any request failed."""
+
+import json
+import os
+import re
+import statistics
+
+WORK = os.environ["WORK"]
+ROUNDS = int(os.environ["ROUNDS"])
+RATE = int(os.environ["RATE"])
+SERVERS = ("minimal", "responder", "harbor-pilot")
+bad = []
+
+
+def run(path):
+    """Throughput, p50 and p99 (µs) of one h2load run, from its output and log file."""
+    out = open(f"{path}.out").read()
+    rows = [line.split("\t") for line in open(f"{path}.log") if line.strip()]
+    codes = {r[1] for r in rows}
+    failed = re.search(r"requests: .*?(\d+) failed, (\d+) errored", out)
+    if codes - {"200"} or (failed and (failed.group(1), failed.group(2)) != ("0", "0")):
+        bad.append(f"{path}: status codes {sorted(codes)}; {failed.group(0) if failed else out[-300:]}")
+    latencies = sorted(int(r[2]) for r in rows)
+    if not latencies:
+        bad.append(f"{path}: no requests logged")
+        return {"rps": 0.0, "p50_us": 0, "p99_us": 0}
+    rps = float(re.search(r"finished in .*?, ([\d.]+) req/s", out).group(1))
+    pick = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))]
+    return {"rps": rps, "p50_us": pick(0.50), "p99_us": pick(0.99), "requests": len(latencies)}
+
+
+def median_of_rounds(server, proto, body, mode):
+    runs = [run(f"{WORK}/{server}-{proto}-{body}-{mode}.{r}") for r in range(1, ROUNDS + 1)]
+    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_us", "p99_us")} | {
+        "rounds": runs
+    }
+
+
+bodies = {b: os.path.getsize(f"{WORK}/review-{b}.json") for b in ("3", "50")}
+results = []
+print(f"\n{ROUNDS} rounds of {os.environ['DURATION']} s per measurement, medians; "
+      f"bodies: 3 containers {bodies['3']:,} B, 50 containers {bodies['50']:,} B")
+print("ratios are against the minimal webhook (throughput: higher is better; latency: lower)\n")
+head = (f"{'body':>6} {'proto':>5} | {'minimal':>8} {'responder':>9} {'pilot':>8} {'pilot/min':>9} "
+        f"| p50 @{RATE}/s: {'minimal':>7} {'responder':>9} {'pilot':>7} {'pilot/min':>9} | "
+        f"{'p99 pilot/min':>13}")
+print(f"{'':>12} | {'saturated throughput, req/s':^39} | {'latency at a fixed rate, µs':^51} |")
+print(head)
+print("-" * len(head))
+for body in ("3", "50"):
+    for proto in ("h1", "h2"):
+        sat = {s: median_of_rounds(s, proto, body, "saturated") for s in SERVERS}
+        fixed = {s: median_of_rounds(s, proto, body, "rate") for s in SERVERS}
+        tput = sat["harbor-pilot"]["rps"] / sat["minimal"]["rps"]
+        p50 = fixed["harbor-pilot"]["p50_us"] / fixed["minimal"]["p50_us"]
+        p99 = fixed["harbor-pilot"]["p99_us"] / fixed["minimal"]["p99_us"]
+        results.append({"containers": int(body), "proto": proto, "saturated": sat, "fixed_rate": fixed,
+                        "throughput_ratio": tput, "p50_ratio": p50, "p99_ratio": p99})
+        print(f"{body + ' ctr':>6} {proto:>5} | {sat['minimal']['rps']:>8.0f} {sat['responder']['rps']:>9.0f} "
+              f"{sat['harbor-pilot']['rps']:>8.0f} {tput:>8.2f}x | {'':>11}"
+              f"{fixed['minimal']['p50_us']:>7.0f} {fixed['responder']['p50_us']:>9.0f} "
+              f"{fixed['harbor-pilot']['p50_us']:>7.0f} {p50:>8.2f}x | {p99:>12.2f}x")
+
+first = run(f"{WORK}/start")
+later = run(f"{WORK}/later")
+rss_mib = int(os.environ["PEAK_RSS_KB"]) / 1024
+print(f"\nharbor-pilot: first admission after start {first['p50_us']} µs, "
+      f"20 later ones p50 {later['p50_us']} µs (each the first request of a new HTTP/1.1 "
+      "connection, 3 containers)")
+print(f"harbor-pilot: peak RSS {rss_mib:.1f} MiB")
+print("goal: throughput >= 0.90x and p50 <= 1.20x the minimal webhook's")
+with open(f"{WORK}/results.json", "w") as f:
+    json.dump({"rounds": ROUNDS, "duration_s": int(os.environ["DURATION"]), "rate": RATE,
+               "peak_rss_mib": rss_mib, "first_admission_us": first["p50_us"],
+               "later_admissions_p50_us": later["p50_us"], "runs": results}, f, indent=2)
+if bad:
+    print("\nFAILED REQUESTS:\n" + "\n".join(bad))
+    raise SystemExit(1)
