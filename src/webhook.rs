@@ -47,8 +47,8 @@ pub struct WebhookState {
 }
 
 /// Parses references of every shape and runs one made-up review through the whole
-/// path, so that what is built on first use (oci-spec's regular expressions: ~60 ms)
-/// is built before the port is marked ready, not during the first real admission. The
+/// path, so that what is built on first use (the reference grammar, among others) is
+/// built before the port is marked ready, not during the first real admission. The
 /// throwaway copy of the rules leaves the real cache as it was.
 pub(crate) fn warm_up(rules: &CachedRules) {
     let body = serde_json::json!({

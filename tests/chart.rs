@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::cluster::{Cluster, Options};
-use common::pilot::{ClusterEnv, Pilot, dry_run, images, pod};
+use common::pilot::{ClusterEnv, Pilot};
 use common::tools;
 use serde_json::{Value, json};
 
@@ -549,7 +549,7 @@ async fn helm_install_upgrade_and_uninstall_in_a_real_api_server() {
     let cluster = Cluster::start(Options::default());
     let home = tempfile::tempdir().unwrap();
     let kubeconfig = cluster.kubeconfig.clone();
-    let mut env = ClusterEnv::new(cluster).await;
+    let env = ClusterEnv::new(cluster).await;
 
     // The webhook outside the cluster, as in development: its URL is known before the
     // chart makes the certificate it will serve.
@@ -613,14 +613,9 @@ async fn helm_install_upgrade_and_uninstall_in_a_real_api_server() {
 
     // A Pod in an opted-in namespace comes back rewritten: the API server called the
     // webhook with the chart's caBundle.
-    env.namespace("apps", &[("harbor-pilot.io/rewrite", "enabled")])
+    let proxied = |image: &str| image == "harbor.example.com/docker-hub-proxy/library/nginx:alpine";
+    env.wait_for_probe("the chart's webhook to rewrite", proxied)
         .await;
-    let wanted = |pod: &k8s_openapi::api::core::v1::Pod| {
-        images(pod).get("app").map(String::as_str)
-            == Some("harbor.example.com/docker-hub-proxy/library/nginx:1.27")
-    };
-    let rewritten = wait_for_pod(&env, "apps", "first", &wanted).await;
-    assert!(wanted(&rewritten));
 
     // An upgrade with other values keeps the generated CA (running Pods keep trusting
     // it), and the webhook keeps working.
@@ -648,8 +643,8 @@ async fn helm_install_upgrade_and_uninstall_in_a_real_api_server() {
     assert_eq!(configuration["metadata"]["labels"]["team"], "platform");
     let deployment: Value = get_json(&env, &["deployment", "-n", NAMESPACE, RELEASE]);
     assert_eq!(deployment["spec"]["replicas"], 3);
-    let again = wait_for_pod(&env, "apps", "second", &wanted).await;
-    assert!(wanted(&again));
+    env.wait_for_probe("the upgraded webhook to rewrite", proxied)
+        .await;
 
     // Uninstall removes everything, the webhook configuration included: Pods are
     // admitted unchanged again.
@@ -667,13 +662,10 @@ async fn helm_install_upgrade_and_uninstall_in_a_real_api_server() {
             "{kind} {name} is left"
         );
     }
-    let plain = env
-        .pods("apps")
-        .create(&dry_run(), &pod("third", &[("app", "nginx:1.27")], &[]))
-        .await
-        .unwrap();
-    assert_eq!(images(&plain)["app"], "nginx:1.27");
-    env.pointed_at.clear();
+    env.wait_for_probe("Pods admitted unchanged after uninstall", |image| {
+        image == "nginx:alpine"
+    })
+    .await;
 }
 
 /// A key of a Secret's `data`, decoded.
@@ -688,26 +680,4 @@ fn secret_data(secret: &Value, key: &str) -> String {
 fn get_json(env: &ClusterEnv, args: &[&str]) -> Value {
     let args = [&["get"][..], args, &["-o", "json"]].concat();
     serde_json::from_str(&env.cluster.kubectl_ok(&args)).unwrap()
-}
-
-/// Dry-runs a Pod with `nginx:1.27` until `done` holds (the API server notices a new
-/// webhook configuration within a second or two).
-async fn wait_for_pod(
-    env: &ClusterEnv,
-    namespace: &str,
-    name: &str,
-    done: &impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
-) -> k8s_openapi::api::core::v1::Pod {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let created = env
-            .pods(namespace)
-            .create(&dry_run(), &pod(name, &[("app", "nginx:1.27")], &[]))
-            .await
-            .unwrap();
-        if done(&created) || Instant::now() > deadline {
-            return created;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

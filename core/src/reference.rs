@@ -351,14 +351,16 @@ fn oci_reference(input: &str) -> Result<Reference, OciParseError> {
         return Err(OciParseError::NameTooLong);
     }
     if let Some(digest) = &digest {
-        let expected = match digest.split_once(':') {
-            None => return Err(OciParseError::DigestInvalidFormat),
-            Some(("sha256", _)) => 64,
-            Some(("sha384", _)) => 96,
-            Some(("sha512", _)) => 128,
-            Some(_) => return Err(OciParseError::DigestUnsupported),
+        let Some((algorithm, hex)) = digest.split_once(':') else {
+            return Err(OciParseError::DigestInvalidFormat);
         };
-        if digest.split_once(':').map_or(0, |(_, hex)| hex.len()) != expected {
+        let hex_len = match algorithm {
+            "sha256" => 64,
+            "sha384" => 96,
+            "sha512" => 128,
+            _ => return Err(OciParseError::DigestUnsupported),
+        };
+        if hex.len() != hex_len {
             return Err(OciParseError::DigestInvalidLength);
         }
     }
