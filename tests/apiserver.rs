@@ -16,10 +16,7 @@
 
 mod common;
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -29,6 +26,7 @@ use common::cluster::{Cluster, Options};
 use common::injector::Injector;
 use common::pilot::{ClusterEnv, Pilot, dry_run, images, map, originals, pod};
 use common::registry::HarborStandIn;
+use common::scenarios::Runner;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -40,17 +38,8 @@ const HARBOR: &str = "harbor.example.com";
 const ANNOTATION: &str = "harbor-pilot.io/original-images";
 const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-type Scenario = for<'a> fn(&'a mut Env) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|env| Box::pin($name(env))) as Scenario)),*]
-    };
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let all = scenarios![
+    let all = scenarios![Env;
         creates_rewritten_pods_in_opted_in_namespaces_only,
         server_dry_run_returns_the_rewritten_pod_and_stores_nothing,
         update_rewrites_only_the_changed_image,
@@ -65,68 +54,19 @@ fn main() -> ExitCode {
         controllers_create_rewritten_pods,
         prewarm_from_cluster_pulls_the_images_of_opted_in_namespaces,
     ];
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in &all {
-            println!("{name}: test");
-        }
-        return ExitCode::SUCCESS;
-    }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected: Vec<_> = all
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} API server scenarios", selected.len());
-    if selected.is_empty() {
-        return ExitCode::SUCCESS;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let mut env = runtime.block_on(Env::start());
-    println!(
-        "control plane and harbor-pilot ready in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let mut failed = Vec::new();
-    for (name, scenario) in selected {
-        let began = Instant::now();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            runtime.block_on(async {
-                env.reset().await;
-                scenario(&mut env).await;
-            });
-        }));
-        let seconds = began.elapsed().as_secs_f64();
-        match result {
-            Ok(()) => println!("test {name} ... ok ({seconds:.1} s)"),
-            Err(_) => {
-                println!("test {name} ... FAILED ({seconds:.1} s)");
-                failed.push(*name);
+    Runner {
+        what: "API server",
+        start: || Box::pin(Env::start()),
+        before_each: |env| Box::pin(env.reset()),
+        after_all: |env| {
+            for line in env.pilot.serve.drain_logs() {
+                if line["level"] != "INFO" {
+                    println!("    harbor-pilot: {line}");
+                }
             }
-        }
+        },
     }
-    for line in env.pilot.serve.drain_logs() {
-        if line["level"] != "INFO" {
-            println!("    harbor-pilot: {line}");
-        }
-    }
-    drop(env);
-    println!(
-        "\nAPI server scenarios: {} failed; finished in {:.1} s",
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for name in failed {
-            println!("    {name}");
-        }
-        ExitCode::FAILURE
-    }
+    .run(&all)
 }
 
 /// The control plane and the webhook registration ([`ClusterEnv`]), and the main

@@ -12,16 +12,14 @@
 
 mod common;
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Options};
 use common::pilot::{ClusterEnv, Pilot, images, map, originals, pod};
 use common::registry::HarborStandIn;
+use common::scenarios::Runner;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -31,17 +29,8 @@ const HARBOR: &str = "harbor.example.com";
 const FALLBACK: &str = "harbor-pilot.io/fallback";
 const LABEL: &str = "harbor-pilot.io/rewritten";
 
-type Scenario = for<'a> fn(&'a mut ClusterEnv) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|env| Box::pin($name(env))) as Scenario)),*]
-    };
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let all = scenarios![
+    let all = scenarios![ClusterEnv;
         a_container_stuck_past_the_wait_goes_back_to_its_original,
         an_init_container_goes_back_too,
         what_is_not_harbor_pilots_to_change_is_left_alone,
@@ -49,56 +38,13 @@ fn main() -> ExitCode {
         two_controllers_send_a_container_back_once,
         the_controller_recovers_when_the_api_server_restarts,
     ];
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in &all {
-            println!("{name}: test");
-        }
-        return ExitCode::SUCCESS;
+    Runner {
+        what: "fallback",
+        start: || Box::pin(ClusterEnv::new(Cluster::start(Options::default()))),
+        before_each: |_| Box::pin(async {}),
+        after_all: |_| {},
     }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected: Vec<_> = all
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} fallback scenarios", selected.len());
-    if selected.is_empty() {
-        return ExitCode::SUCCESS;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let mut env = runtime.block_on(ClusterEnv::new(Cluster::start(Options::default())));
-    let mut failed = Vec::new();
-    for (name, scenario) in selected {
-        let began = Instant::now();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            runtime.block_on(scenario(&mut env));
-        }));
-        let seconds = began.elapsed().as_secs_f64();
-        match result {
-            Ok(()) => println!("test {name} ... ok ({seconds:.1} s)"),
-            Err(_) => {
-                println!("test {name} ... FAILED ({seconds:.1} s)");
-                failed.push(*name);
-            }
-        }
-    }
-    drop(env);
-    println!(
-        "\nfallback scenarios: {} failed; finished in {:.1} s",
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        for name in failed {
-            println!("    {name}");
-        }
-        ExitCode::FAILURE
-    }
+    .run(&all)
 }
 
 // === helpers ===

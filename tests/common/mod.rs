@@ -17,6 +17,7 @@ pub mod manifests;
 pub mod pilot;
 pub mod process;
 pub mod registry;
+pub mod scenarios;
 pub mod server;
 pub mod token;
 pub mod tools;
