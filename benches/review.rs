@@ -41,5 +41,58 @@ fn full_review(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, full_review);
+/// The stages of the 3-container review apart, next to what the load benchmark's
+/// minimal webhook does with the same body (read all of it for the uid, answer
+/// `allowed`): where the difference between the two servers comes from.
+fn stages(c: &mut Criterion) {
+    #[derive(serde::Deserialize)]
+    struct Minimal {
+        request: MinimalUid,
+    }
+    #[derive(serde::Deserialize)]
+    struct MinimalUid {
+        uid: String,
+    }
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml"))
+        .expect("example config");
+    let rules = Config::from_yaml(&text).expect("valid").rules;
+    let body = support::review_body(3);
+    let incoming = parse_review(&body).expect("valid review");
+    let reviewed = review(
+        &incoming,
+        &rules,
+        Harbor::Available,
+        &harbor_pilot_core::patch::all_served,
+    );
+    let mut group = c.benchmark_group("stages-3");
+    group.bench_function("minimal-webhook", |b| {
+        b.iter(|| {
+            let review: Minimal = serde_json::from_slice(black_box(&body)).expect("valid");
+            serde_json::to_vec(&serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": review.request.uid, "allowed": true},
+            }))
+        })
+    });
+    group.bench_function("parse", |b| {
+        b.iter(|| parse_review(black_box(&body)).expect("valid review"))
+    });
+    group.bench_function("decide", |b| {
+        b.iter(|| {
+            review(
+                black_box(&incoming),
+                &rules,
+                Harbor::Available,
+                &harbor_pilot_core::patch::all_served,
+            )
+        })
+    });
+    group.bench_function("encode", |b| {
+        b.iter(|| encode_review(black_box(&reviewed.response)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, full_review, stages);
 criterion_main!(benches);
