@@ -12,12 +12,11 @@
 //!
 //! Pure: no I/O.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
-use serde_json::Value;
 
 use crate::pod::{ContainerImage, PodImages};
 use crate::rules::CachedRules;
@@ -32,6 +31,11 @@ pub const REWRITE_DISABLED: &str = "disabled";
 pub const ORIGINAL_IMAGES_ANNOTATION: &str = "harbor-pilot.io/original-images";
 /// Pod label set on every pod harbor-pilot rewrote: `harbor-pilot.io/rewritten: "true"`.
 pub const REWRITTEN_LABEL: &str = "harbor-pilot.io/rewritten";
+
+/// JSON Pointers to [`ORIGINAL_IMAGES_ANNOTATION`] and [`REWRITTEN_LABEL`]: their `/`
+/// is written `~1` (RFC 6901).
+const ANNOTATION_POINTER: &str = "/metadata/annotations/harbor-pilot.io~1original-images";
+const LABEL_POINTER: &str = "/metadata/labels/harbor-pilot.io~1rewritten";
 
 /// The kind of field an image sits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,7 +74,7 @@ pub struct Slot<'p> {
     pub image: &'p str,
 }
 
-impl Slot<'_> {
+impl<'p> Slot<'p> {
     /// JSON Pointer (RFC 6901) to the image string.
     pub fn pointer(&self) -> PointerBuf {
         let index = self.index.to_string();
@@ -85,11 +89,23 @@ impl Slot<'_> {
     /// The key under which the original image is recorded in the annotation. Container
     /// names are unique across all container lists of a Pod; volume names live apart,
     /// so they get a prefix no container name can have.
-    pub fn annotation_key(&self) -> String {
+    pub fn annotation_key(&self) -> Cow<'p, str> {
         match self.kind {
-            SlotKind::ImageVolume => format!("volume:{}", self.name),
-            _ => self.name.to_owned(),
+            SlotKind::ImageVolume => Cow::Owned(format!("volume:{}", self.name)),
+            _ => Cow::Borrowed(self.name),
         }
+    }
+
+    /// Writes [`Slot::pointer`] as a JSON string (the names in it need no escaping).
+    fn write_pointer(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\"/spec/");
+        out.extend_from_slice(self.kind.list().as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(self.index.to_string().as_bytes());
+        out.extend_from_slice(match self.kind {
+            SlotKind::ImageVolume => b"/image/reference\"",
+            _ => b"/image\"",
+        });
     }
 }
 
@@ -142,10 +158,12 @@ pub enum Scope<'o> {
 pub struct PodRewrite<'p, 'r> {
     /// One entry per image considered, in pod order.
     pub changes: Vec<Change<'p, 'r>>,
-    /// The JSON Patch; empty when nothing is rewritten.
-    pub patch: Vec<PatchOperation>,
+    /// The JSON Patch document as sent (JSON text); empty when there is nothing to
+    /// patch. Written directly, not built as operations and serialised: that was a
+    /// third of a rewriting review's allocations.
+    pub patch: Vec<u8>,
     /// `{"<annotation key>": "<original image>"}` for the images rewritten now.
-    pub originals: BTreeMap<String, String>,
+    pub originals: BTreeMap<Cow<'p, str>, &'p str>,
 }
 
 impl PodRewrite<'_, '_> {
@@ -173,12 +191,17 @@ pub fn plan<'p, 'r>(
     };
     let recorded = recorded_originals(pod);
     let mut out = PodRewrite::default();
+    let mut patch = PatchWriter::default();
     // The annotation as it should be after this admission, if that differs.
-    let mut annotation = recorded.clone().unwrap_or_default();
+    let mut annotation: BTreeMap<Cow<'_, str>, &str> = recorded
+        .iter()
+        .flatten()
+        .map(|(key, image)| (Cow::Borrowed(key.as_str()), image.as_str()))
+        .collect();
     for slot in slots(pod) {
         let old_image = old.get(&(slot.kind, slot.name)).copied();
         let key = slot.annotation_key();
-        let original = recorded.as_ref().and_then(|r| r.get(&key));
+        let original = recorded.as_ref().and_then(|r| r.get(&*key));
         let verdict = if opted_out {
             Verdict::Keep(Reason::PodOptedOut)
         } else {
@@ -203,12 +226,9 @@ pub fn plan<'p, 'r>(
         };
         match &verdict {
             Verdict::Rewrite(rewrite) => {
-                out.patch.push(PatchOperation::Replace(ReplaceOperation {
-                    path: slot.pointer(),
-                    value: Value::String(rewrite.image.clone()),
-                }));
-                out.originals.insert(key.clone(), slot.image.to_owned());
-                annotation.insert(key, slot.image.to_owned());
+                patch.replace_image(slot, &rewrite.image);
+                annotation.insert(key.clone(), slot.image);
+                out.originals.insert(key, slot.image);
             }
             // A recorded original that no longer belongs to what the container runs
             // (an UPDATE set another image) would send a later fallback to the wrong
@@ -218,7 +238,7 @@ pub fn plan<'p, 'r>(
                     && original != slot.image
                     && rules.decide(original).rewrite_image() != Some(slot.image)
                 {
-                    annotation.remove(&key);
+                    annotation.remove(&*key);
                 }
             }
         }
@@ -226,17 +246,23 @@ pub fn plan<'p, 'r>(
     }
     // The subresource keeps nothing but ephemeral containers: no metadata there.
     if !matches!(scope, Scope::NewEphemeral { .. }) {
-        let annotation_change = match &recorded {
-            Some(before) if *before == annotation => None,
-            None if annotation.is_empty() => None,
-            _ if annotation.is_empty() => Some(None),
-            _ => Some(Some(annotation)),
+        let unchanged = match &recorded {
+            Some(before) => before
+                .iter()
+                .map(|(key, image)| (key.as_str(), image.as_str()))
+                .eq(annotation.iter().map(|(key, image)| (&**key, *image))),
+            None => annotation.is_empty(),
+        };
+        let annotation_change = match () {
+            () if unchanged => None,
+            () if annotation.is_empty() => Some(None),
+            () => Some(Some(serde_json::to_string(&annotation).unwrap_or_default())),
         };
         let label = !out.originals.is_empty()
             && pod.labels().get(REWRITTEN_LABEL).map(String::as_str) != Some("true");
-        out.patch
-            .extend(metadata_ops(pod, annotation_change, label));
+        metadata_ops(&mut patch, pod, annotation_change.as_ref(), label);
     }
+    out.patch = patch.finish();
     out
 }
 
@@ -329,76 +355,141 @@ pub fn slots(pod: &PodImages) -> impl Iterator<Item = Slot<'_>> {
         )
 }
 
-/// The operations that set (`Some(Some(map))`) or remove (`Some(None)`) the annotation,
-/// and set the label when `label`. `add` needs the parent to exist, so a missing (or
-/// null) `metadata`, `annotations` or `labels` is created whole.
+/// The operations that set (`Some(Some(text))`) or remove (`Some(None)`) the
+/// annotation, and set the label when `label`. `add` needs the parent to exist, so a
+/// missing (or null) `metadata`, `annotations` or `labels` is created whole.
 fn metadata_ops(
+    patch: &mut PatchWriter,
     pod: &PodImages,
-    annotation: Option<Option<BTreeMap<String, String>>>,
+    annotation: Option<&Option<String>>,
     label: bool,
-) -> Vec<PatchOperation> {
-    let object =
-        |key: &str, value: Value| Value::Object([(key.to_owned(), value)].into_iter().collect());
-    let add = |path: &[&str], value: Value| {
-        PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(path.iter().copied()),
-            value,
-        })
+) {
+    const ANNOTATIONS: &str = "/metadata/annotations";
+    const LABELS: &str = "/metadata/labels";
+    let annotation_value = match annotation {
+        Some(Some(text)) => Some(text.as_str()),
+        _ => None,
     };
-    let annotation_value = |map: &BTreeMap<String, String>| {
-        Value::String(serde_json::to_string(map).unwrap_or_default())
-    };
-    let label_value = || Value::String("true".to_owned());
     if pod.metadata_missing {
-        let mut metadata = serde_json::Map::new();
-        if let Some(Some(map)) = &annotation {
-            metadata.insert(
-                "annotations".to_owned(),
-                object(ORIGINAL_IMAGES_ANNOTATION, annotation_value(map)),
-            );
+        if annotation_value.is_none() && !label {
+            return;
+        }
+        let out = patch.op("add", "/metadata");
+        out.push(b'{');
+        if let Some(text) = annotation_value {
+            out.extend_from_slice(b"\"annotations\":");
+            write_member_object(out, ORIGINAL_IMAGES_ANNOTATION, text);
         }
         if label {
-            metadata.insert("labels".to_owned(), object(REWRITTEN_LABEL, label_value()));
+            if annotation_value.is_some() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"labels\":");
+            write_member_object(out, REWRITTEN_LABEL, "true");
         }
-        return if metadata.is_empty() {
-            Vec::new()
-        } else {
-            vec![add(&["metadata"], Value::Object(metadata))]
-        };
+        out.extend_from_slice(b"}}");
+        return;
     }
-    let mut ops = Vec::new();
     match annotation {
-        Some(Some(map)) if pod.metadata.annotations.is_none() => ops.push(add(
-            &["metadata", "annotations"],
-            object(ORIGINAL_IMAGES_ANNOTATION, annotation_value(&map)),
-        )),
-        Some(Some(map)) => ops.push(add(
-            &["metadata", "annotations", ORIGINAL_IMAGES_ANNOTATION],
-            annotation_value(&map),
-        )),
-        Some(None) => ops.push(PatchOperation::Remove(json_patch::RemoveOperation {
-            path: PointerBuf::from_tokens(["metadata", "annotations", ORIGINAL_IMAGES_ANNOTATION]),
-        })),
+        Some(Some(text)) if pod.metadata.annotations.is_none() => {
+            let out = patch.op("add", ANNOTATIONS);
+            write_member_object(out, ORIGINAL_IMAGES_ANNOTATION, text);
+            out.push(b'}');
+        }
+        Some(Some(text)) => {
+            let out = patch.op("add", ANNOTATION_POINTER);
+            write_json_string(out, text);
+            out.push(b'}');
+        }
+        Some(None) => {
+            patch.remove(ANNOTATION_POINTER);
+        }
         None => {}
     }
     if label {
-        ops.push(if pod.metadata.labels.is_none() {
-            add(
-                &["metadata", "labels"],
-                object(REWRITTEN_LABEL, label_value()),
-            )
+        let out = if pod.metadata.labels.is_none() {
+            let out = patch.op("add", LABELS);
+            write_member_object(out, REWRITTEN_LABEL, "true");
+            out
         } else {
-            add(&["metadata", "labels", REWRITTEN_LABEL], label_value())
-        });
+            let out = patch.op("add", LABEL_POINTER);
+            out.extend_from_slice(b"\"true\"");
+            out
+        };
+        out.push(b'}');
     }
-    ops
+}
+
+/// A JSON Patch document written straight into bytes, in the member order serde gives
+/// json_patch's operations (`op`, `path`, `value`).
+#[derive(Default)]
+struct PatchWriter {
+    out: Vec<u8>,
+}
+
+impl PatchWriter {
+    /// Starts an operation with a value: the caller writes the value and the closing
+    /// `}`. `path` needs no JSON escaping (the webhook's own pointers).
+    fn op(&mut self, op: &str, path: &str) -> &mut Vec<u8> {
+        self.start(op);
+        self.out.extend_from_slice(b"\"path\":\"");
+        self.out.extend_from_slice(path.as_bytes());
+        self.out.extend_from_slice(b"\",\"value\":");
+        &mut self.out
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.start("remove");
+        self.out.extend_from_slice(b"\"path\":\"");
+        self.out.extend_from_slice(path.as_bytes());
+        self.out.extend_from_slice(b"\"}");
+    }
+
+    fn replace_image(&mut self, slot: Slot<'_>, image: &str) {
+        self.start("replace");
+        self.out.extend_from_slice(b"\"path\":");
+        slot.write_pointer(&mut self.out);
+        self.out.extend_from_slice(b",\"value\":");
+        write_json_string(&mut self.out, image);
+        self.out.push(b'}');
+    }
+
+    fn start(&mut self, op: &str) {
+        self.out.push(if self.out.is_empty() { b'[' } else { b',' });
+        self.out.extend_from_slice(b"{\"op\":\"");
+        self.out.extend_from_slice(op.as_bytes());
+        self.out.extend_from_slice(b"\",");
+    }
+
+    /// The document; empty when no operation was written.
+    fn finish(mut self) -> Vec<u8> {
+        if !self.out.is_empty() {
+            self.out.push(b']');
+        }
+        self.out
+    }
+}
+
+/// `{"<key>":"<value>"}`, both escaped as JSON strings.
+fn write_member_object(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.push(b'{');
+    write_json_string(out, key);
+    out.push(b':');
+    write_json_string(out, value);
+    out.push(b'}');
+}
+
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
-    use serde_json::json;
+    use json_patch::PatchOperation;
+    use serde_json::{Value, json};
 
     fn rules() -> CachedRules {
         Config::from_yaml(
@@ -413,9 +504,19 @@ mod tests {
         (value, images)
     }
 
-    fn apply(doc: &Value, patch: &[PatchOperation]) -> Value {
+    /// The operations of a written patch document, read back by json_patch.
+    fn ops(patch: &[u8]) -> Vec<PatchOperation> {
+        if patch.is_empty() {
+            return Vec::new();
+        }
+        serde_json::from_slice::<json_patch::Patch>(patch)
+            .unwrap()
+            .0
+    }
+
+    fn apply(doc: &Value, patch: &[u8]) -> Value {
         let mut doc = doc.clone();
-        json_patch::patch(&mut doc, patch).unwrap();
+        json_patch::patch(&mut doc, &ops(patch)).unwrap();
         doc
     }
 
@@ -541,7 +642,10 @@ mod tests {
         let rules = rules();
         let plan = plan(&new, Scope::Update { old: &old }, &rules, &all_served);
         assert_eq!(plan.rewritten(), 1);
-        assert_eq!(plan.patch[0].path().as_str(), "/spec/containers/1/image");
+        assert_eq!(
+            ops(&plan.patch)[0].path().as_str(),
+            "/spec/containers/1/image"
+        );
     }
 
     #[test]
@@ -569,7 +673,7 @@ mod tests {
         }}));
         let rules = rules();
         let plan = plan(&new, Scope::NewEphemeral { old: &old }, &rules, &all_served);
-        assert_eq!(plan.patch.len(), 1, "{:?}", plan.patch);
+        assert_eq!(ops(&plan.patch).len(), 1, "{:?}", ops(&plan.patch));
         let out = apply(&new_doc, &plan.patch);
         assert_eq!(
             out["spec"]["ephemeralContainers"][1]["image"],
@@ -604,6 +708,62 @@ mod tests {
         );
     }
 
+    /// The written document is, byte for byte, what serde writes for the same
+    /// operations as json_patch reads them (what the webhook sent before it wrote the
+    /// patch itself), whatever metadata the pod has or lacks.
+    #[rstest::rstest]
+    #[case::no_metadata(json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}}))]
+    #[case::null_metadata(json!({"metadata": null, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))]
+    #[case::no_annotations_or_labels(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))]
+    #[case::existing_maps(json!({"metadata": {"annotations": {"a": "b"}, "labels": {"l": "v"}},
+        "spec": {"initContainers": [{"name": "i", "image": "quay.io/o/i:1"}],
+                 "containers": [{"name": "c\"q", "image": "nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}],
+                 "volumes": [{"name": "v", "image": {"reference": "docker.io/o/model:1"}}]}}))]
+    #[case::stale_original_removed(json!({"metadata": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: "{\"c\":\"nginx\"}"}},
+        "spec": {"containers": [{"name": "c", "image": "gcr.io/x/y"}]}}))]
+    #[case::already_labelled(json!({"metadata": {"labels": {REWRITTEN_LABEL: "true"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))]
+    fn the_written_patch_is_what_serde_writes_for_its_operations(#[case] doc: Value) {
+        let (_, images) = pod(doc.clone());
+        let old = images.clone();
+        let rules = rules();
+        for scope in [Scope::Create, Scope::Update { old: &old }] {
+            let plan = plan(&images, scope, &rules, &all_served);
+            let reread = serde_json::to_vec(&ops(&plan.patch)).unwrap();
+            let written = if plan.patch.is_empty() {
+                b"[]".to_vec()
+            } else {
+                plan.patch.clone()
+            };
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(reread).unwrap()
+            );
+        }
+        let plan = plan(&images, Scope::Create, &rules, &all_served);
+        for change in &plan.changes {
+            let mut written = Vec::new();
+            change.slot.write_pointer(&mut written);
+            assert_eq!(written, serde_json::to_vec(&change.slot.pointer()).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_metadata_pointers_escape_the_keys() {
+        for (written, key, parent) in [
+            (
+                ANNOTATION_POINTER,
+                ORIGINAL_IMAGES_ANNOTATION,
+                "annotations",
+            ),
+            (LABEL_POINTER, REWRITTEN_LABEL, "labels"),
+        ] {
+            assert_eq!(
+                written,
+                PointerBuf::from_tokens(["metadata", parent, key]).as_str()
+            );
+        }
+    }
+
     #[test]
     fn escapes_the_annotation_key_in_the_pointer() {
         let (_, images) = pod(json!({
@@ -613,7 +773,7 @@ mod tests {
         let rules = rules();
         let plan = plan(&images, Scope::Create, &rules, &all_served);
         assert_eq!(
-            plan.patch[1].path().as_str(),
+            ops(&plan.patch)[1].path().as_str(),
             "/metadata/annotations/harbor-pilot.io~1original-images"
         );
     }
@@ -637,7 +797,7 @@ mod tests {
         let (_, old, new) = update_of_rewritten("nginx:1.25");
         let rules = rules();
         let plan = plan(&new, Scope::Update { old: &old }, &rules, &all_served);
-        assert!(plan.patch.is_empty(), "{:?}", plan.patch);
+        assert!(plan.patch.is_empty(), "{:?}", ops(&plan.patch));
         assert_eq!(
             plan.changes[0].verdict,
             Verdict::Keep(Reason::RevertedToOriginal)
