@@ -270,8 +270,7 @@ fn answer<'a>(
                 panic = %panic_message(&*panic),
                 "review failed; allowing the request unchanged"
             );
-            let response =
-                internal_error_response(AdmissionResponse::from(incoming.request.as_ref()));
+            let response = internal_error_response(incoming.request.allowed());
             Answer {
                 body: admission::encode_review(&response),
                 outcome: Outcome::Error,

@@ -15,6 +15,7 @@
 mod decide;
 pub(crate) mod decode;
 mod encode;
+mod envelope;
 mod outcome;
 
 pub use decide::{Harbor, Reviewed, review, rewrite_targets};

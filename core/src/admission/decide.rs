@@ -65,7 +65,7 @@ pub fn review<'a>(
     harbor: Harbor,
     served: &dyn Fn(&str) -> Served,
 ) -> Reviewed<'a> {
-    let response = AdmissionResponse::from(incoming.request.as_ref());
+    let response = incoming.request.allowed();
     let (object, scope) = match pod_and_scope(incoming) {
         Ok(found) => found,
         Err((outcome, warning)) => {

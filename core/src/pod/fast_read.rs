@@ -1,4 +1,4 @@
-//! [`PodImages`] read with the borrowing [`json::Reader`]: the webhook's hot path. It
+//! [`PodImages`] read with the borrowing [`Reader`]: the webhook's hot path. It
 //! reads exactly what `PodImages`'s serde implementation reads, and declines wherever
 //! that implementation would fail (or where it is not sure it would read the same
 //! value), so that the caller can fall back to serde for the exact error.
