@@ -4,6 +4,7 @@
 //! through a writer thread ([`buffer`]), never from a request.
 
 pub mod buffer;
+mod json_line;
 
 use std::io::IsTerminal as _;
 
@@ -40,10 +41,10 @@ pub fn init(format: LogFormat) -> Option<FlushGuard> {
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json_line::JsonLines::new(
+                tracing_subscriber::fmt::time::SystemTime,
+            ))
             .try_init(),
     };
     if let Err(error) = result {
