@@ -77,6 +77,15 @@ pub(crate) fn warm_up(rules: &CachedRules) {
             &harbor_pilot_core::patch::all_served,
         );
         admission::encode_review(&reviewed.response);
+        // An event's first use registers its callsite with the subscriber (the filter
+        // decides its interest once), part of what made the first admission slower
+        // than later ones at the info level (not at warn). Done here under a
+        // subscriber that drops everything, so no line is written; registration is
+        // global, so the real subscriber learns of the callsites all the same.
+        let (namespace, name) = incoming.namespace_and_name();
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            log_review(&reviewed, &incoming, namespace, name);
+        });
     }
 }
 
