@@ -64,11 +64,6 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// The offset of the next byte (after [`Self::peek`], the start of the next value).
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
     /// The next byte after whitespace, not consumed.
     #[inline]
     pub fn peek(&mut self) -> Option<u8> {
@@ -126,6 +121,97 @@ impl<'a> Reader<'a> {
             Ok(None)
         } else {
             self.string().map(|s| Some(s.into_owned()))
+        }
+    }
+
+    /// `true` or `false`; anything else (`null` too) is declined.
+    pub fn boolean(&mut self) -> Read<bool> {
+        match self.peek() {
+            Some(b't') => self.literal(b"true").map(|()| true),
+            Some(b'f') => self.literal(b"false").map(|()| false),
+            _ => Err(Decline),
+        }
+    }
+
+    /// Checks one value as `serde_json::Value` reads it, keeping nothing: unlike
+    /// [`Self::skip`] (serde's `IgnoredAny`), strings and keys are decoded, so a lone
+    /// surrogate escape is refused. Numbers that could leave `f64`'s range (more than
+    /// 24 characters, or an exponent of three digits) are declined rather than judged.
+    pub fn check_value(&mut self) -> Read<()> {
+        match self.peek() {
+            Some(b'"') => {
+                self.pos += 1;
+                self.check_string_body()
+            }
+            Some(b'{') => {
+                let mut object = self.object()?;
+                while object.next_checked_key(self)? {
+                    self.check_value()?;
+                }
+                Ok(())
+            }
+            Some(b'[') => {
+                let mut array = self.array()?;
+                while array.next_item(self)? {
+                    self.check_value()?;
+                }
+                Ok(())
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.pos = number_end(self.bytes, self.pos)?;
+                let number = self.bytes.get(start..self.pos).ok_or(Decline)?;
+                let exponent = number
+                    .iter()
+                    .position(|&b| b == b'e' || b == b'E')
+                    .map_or(0, |at| number.len() - at);
+                if number.len() > 24 || exponent > 3 {
+                    return Err(Decline);
+                }
+                Ok(())
+            }
+            Some(b't' | b'f') => self.boolean().map(drop),
+            Some(b'n') => self.literal(b"null"),
+            _ => Err(Decline),
+        }
+    }
+
+    /// A string, checked as serde_json decodes it but not kept.
+    pub fn check_string(&mut self) -> Read<()> {
+        self.expect(b'"')?;
+        self.check_string_body()
+    }
+
+    /// The rest of a string whose opening quote was read, checked as serde_json decodes
+    /// it: surrogate escapes must come in pairs (serde_json refuses a lone one).
+    fn check_string_body(&mut self) -> Read<()> {
+        loop {
+            self.advance_to_special();
+            match self.byte()? {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    if self.byte()? != b'u' {
+                        self.escape()?;
+                        continue;
+                    }
+                    self.pos += 1;
+                    match self.hex4()? {
+                        0xD800..=0xDBFF => {
+                            self.literal(b"\\u")?;
+                            if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
+                                return Err(Decline);
+                            }
+                        }
+                        0xDC00..=0xDFFF => return Err(Decline),
+                        _ => {}
+                    }
+                }
+                _ => return Err(Decline),
+            }
         }
     }
 
@@ -487,6 +573,51 @@ impl Object {
     }
 }
 
+impl Object {
+    /// Like [`Self::next_key`] for a key that is only checked (decoded as serde_json
+    /// decodes it, surrogate pairs included) and not kept: whether there is one.
+    pub fn next_checked_key(&mut self, reader: &mut Reader<'_>) -> Read<bool> {
+        match reader.peek() {
+            Some(b'}') => {
+                reader.pos += 1;
+                reader.depth -= 1;
+                return Ok(false);
+            }
+            Some(b',') if !self.first => reader.pos += 1,
+            Some(b'"') if self.first => {}
+            _ => return Err(Decline),
+        }
+        self.first = false;
+        reader.check_string()?;
+        reader.expect(b':')?;
+        Ok(true)
+    }
+}
+
+/// The members of one object read so far, by their place in its `match`: serde's
+/// derived structs refuse a member given twice, and so do the readers built on this.
+#[derive(Debug, Default)]
+pub struct Seen(u32);
+
+impl Seen {
+    /// Marks member `field` (below 32) as read; declines if it already was.
+    pub fn first(&mut self, field: u8) -> Read<()> {
+        let bit = 1_u32.checked_shl(u32::from(field)).ok_or(Decline)?;
+        if self.0 & bit != 0 {
+            return Err(Decline);
+        }
+        self.0 |= bit;
+        Ok(())
+    }
+
+    /// Whether member `field` was read.
+    pub fn has(&self, field: u8) -> bool {
+        1_u32
+            .checked_shl(u32::from(field))
+            .is_some_and(|bit| self.0 & bit != 0)
+    }
+}
+
 impl Array {
     /// Whether another item follows (read or skip it next); `false` at the closing
     /// bracket.
@@ -584,6 +715,45 @@ mod tests {
             Err(Decline)
         );
         assert!(Reader::new(b"\"\xff\"").is_err());
+    }
+
+    /// `check_value` accepts what `serde_json::Value` reads, never more; numbers that
+    /// could leave f64's range and strings it cannot vouch for are declined.
+    #[rstest::rstest]
+    #[case::scalars(r#"[true,false,null,0,-1.5e3,"x"]"#, true)]
+    #[case::surrogate_pair_in_key_and_value(r#"{"k\ud83d\ude00":"\ud83d\ude00"}"#, true)]
+    #[case::escapes(r#"["\"\\\/\b\f\n\r\t\u00e9"]"#, true)]
+    #[case::lone_high_surrogate(r#"["\ud800"]"#, false)]
+    #[case::lone_low_surrogate(r#"["\udc00x"]"#, false)]
+    #[case::high_then_other_escape(r#"["\ud800\n"]"#, false)]
+    #[case::high_then_high(r#"["\ud800\ud800"]"#, false)]
+    #[case::lone_surrogate_key(r#"{"\ud800":1}"#, false)]
+    #[case::huge_number("[1e400]", false)]
+    #[case::long_number("[1234567890123456789012345]", false)]
+    #[case::malformed("[1,]", false)]
+    fn check_value_reads_as_serde_json_value_reads(#[case] text: &str, #[case] accepted: bool) {
+        let checked = Reader::new(text.as_bytes())
+            .and_then(|mut reader| reader.check_value().and_then(|()| reader.end()));
+        assert_eq!(checked.is_ok(), accepted, "{text}");
+        if accepted {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(text).is_ok(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_and_repeated_members() {
+        assert_eq!(Reader::new(b"true").unwrap().boolean(), Ok(true));
+        assert_eq!(Reader::new(b" false").unwrap().boolean(), Ok(false));
+        assert_eq!(Reader::new(b"null").unwrap().boolean(), Err(Decline));
+        assert_eq!(Reader::new(b"\"true\"").unwrap().boolean(), Err(Decline));
+        let mut seen = Seen::default();
+        assert_eq!(seen.first(3), Ok(()));
+        assert!(seen.has(3) && !seen.has(4));
+        assert_eq!(seen.first(3), Err(Decline));
+        assert_eq!(seen.first(32), Err(Decline));
     }
 
     #[test]

@@ -1,281 +1,299 @@
-//! The request envelope — an AdmissionReview with its pods replaced by `null` — read
-//! without building kube-core's types: the strings the webhook keeps borrowed where
-//! they have no escapes, everything else checked as kube-core's types check it and
-//! forgotten. `decode` reads through here and falls back to kube-core whenever this
-//! refuses, so only speed depends on it.
+//! The whole AdmissionReview read in one pass of the borrowing reader: the pods through
+//! `pod::fast_read`, the few request strings the webhook keeps borrowed where they have
+//! no escapes, and everything else checked as kube-core's types check it and
+//! forgotten, without building those types. `decode` falls back to serde_json and
+//! kube-core whenever this declines, so only speed depends on it.
+//!
+//! Why not serde_json for the envelope: it was read that way (the pods cut out and the
+//! rest of the body copied and parsed), and that copy and parse were a seventh of the
+//! instructions of a whole admission, more than the rewrite itself (callgrind, a
+//! 3-container review of 13 KB).
+//!
+//! No more permissive than kube-core: a member given twice where serde's derived
+//! structs refuse one, a `null` where a value is required, a value of another type, a
+//! `response`, a string escape that needs a surrogate pair in a kept string — declined,
+//! and serde_json gives the exact answer. The differential tests in `decode` and the
+//! fuzz invariants hold the two readings together.
 
 use std::borrow::Cow;
 
 use kube_core::admission::Operation;
-use serde::de::IgnoredAny;
 
-/// kube-core's `AdmissionReview` as serde_json reads it, strings borrowed where they
-/// have no escapes, and only checked where the webhook does not use them. Without
-/// kube-core's `#[serde(flatten)]`, which buffers every member but `request` and
-/// `response` first (decoding their strings: other members are checked as
-/// [`AnyValue`]s here for that reason). What this reads, kube-core reads the same (the
-/// differential tests in `decode` and the fuzz invariants hold it); what it refuses — a
-/// repeated member, a `response` — goes to `decode::read_with_serde`.
-pub(super) struct Envelope<'a> {
-    pub(super) api_version: Cow<'a, str>,
-    pub(super) kind: Cow<'a, str>,
-    pub(super) request: Option<EnvelopeRequest<'a>>,
-    pub(super) response: Option<IgnoredAny>,
+use crate::json::{Decline, Read, Reader, Seen};
+use crate::pod::PodImages;
+use crate::pod::fast_read::read_pod;
+
+/// An AdmissionReview as read; what is required is checked by the caller.
+#[derive(Debug, Default)]
+pub(super) struct Review<'a> {
+    pub(super) api_version: Option<Cow<'a, str>>,
+    pub(super) kind: Option<Cow<'a, str>>,
+    pub(super) request: Option<RequestParts<'a>>,
 }
 
-impl<'de> serde::Deserialize<'de> for Envelope<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Envelope<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an AdmissionReview")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Envelope<'de>, A::Error> {
-                use serde::de::Error as _;
-                fn once<T, E: serde::de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
-                    match slot.replace(value) {
-                        None => Ok(()),
-                        Some(_) => Err(E::custom("repeated member")),
-                    }
-                }
-                let (mut api_version, mut kind) = (None, None);
-                let (mut request, mut response) = (None, None);
-                while let Some(key) = map.next_key::<Borrowed<'de>>()? {
-                    match &*key.0 {
-                        "apiVersion" => {
-                            once(&mut api_version, map.next_value::<Borrowed<'de>>()?.0)?
-                        }
-                        "kind" => once(&mut kind, map.next_value::<Borrowed<'de>>()?.0)?,
-                        "request" => once(&mut request, map.next_value()?)?,
-                        "response" => once(&mut response, map.next_value()?)?,
-                        _ => {
-                            map.next_value::<AnyValue>()?;
-                        }
-                    }
-                }
-                Ok(Envelope {
-                    api_version: api_version
-                        .ok_or_else(|| A::Error::missing_field("apiVersion"))?,
-                    kind: kind.ok_or_else(|| A::Error::missing_field("kind"))?,
-                    request: request.flatten(),
-                    response: response.flatten(),
-                })
-            }
-        }
-        deserializer.deserialize_map(Visitor)
-    }
-}
-
-/// A string, borrowed from the body when it has no escapes.
-struct Borrowed<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Borrowed<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        struct Wrapped<'a>(#[serde(borrow)] Cow<'a, str>);
-        Wrapped::deserialize(deserializer).map(|Wrapped(text)| Borrowed(text))
-    }
-}
-
-/// kube-core's `AdmissionRequest`, field for field; its objects are `null` here.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct EnvelopeRequest<'a> {
-    #[serde(borrow)]
-    pub(super) uid: Cow<'a, str>,
-    #[serde(rename = "kind")]
-    _kind: GroupVersionKind,
-    #[serde(borrow)]
-    pub(super) resource: GroupVersionResource<'a>,
-    #[serde(borrow, default)]
+/// kube-core's `AdmissionRequest`, the members the webhook keeps; `None` where absent.
+/// The members only checked leave a mark in `seen`.
+#[derive(Debug, Default)]
+pub(super) struct RequestParts<'a> {
+    pub(super) uid: Option<Cow<'a, str>>,
+    /// `resource.group` and `resource.resource`, once `resource` was read.
+    pub(super) resource: Option<(Cow<'a, str>, Cow<'a, str>)>,
     pub(super) sub_resource: Option<Cow<'a, str>>,
-    #[serde(default, rename = "requestKind")]
-    _request_kind: Option<GroupVersionKind>,
-    #[serde(borrow, default, rename = "requestResource")]
-    _request_resource: Option<GroupVersionResource<'a>>,
-    #[serde(default, rename = "requestSubResource")]
-    _request_sub_resource: Option<AnyString>,
-    #[serde(borrow, default)]
-    pub(super) name: Cow<'a, str>,
-    #[serde(borrow, default)]
+    pub(super) name: Option<Cow<'a, str>>,
     pub(super) namespace: Option<Cow<'a, str>>,
-    pub(super) operation: Operation,
-    #[serde(rename = "userInfo")]
-    _user_info: UserInfo,
-    #[serde(default, rename = "object")]
-    _object: Option<IgnoredAny>,
-    #[serde(default, rename = "oldObject")]
-    _old_object: Option<IgnoredAny>,
-    #[serde(default)]
+    pub(super) operation: Option<Operation>,
     pub(super) dry_run: bool,
-    #[serde(default, rename = "options")]
-    _options: Option<AnyValue>,
+    pub(super) object: Option<PodImages>,
+    pub(super) old_object: Option<PodImages>,
+    seen: Seen,
 }
 
-/// kube-core's `GroupVersionKind`: three strings.
-#[derive(serde::Deserialize)]
-struct GroupVersionKind {
-    #[serde(rename = "group")]
-    _group: AnyString,
-    #[serde(rename = "version")]
-    _version: AnyString,
-    #[serde(rename = "kind")]
-    _kind: AnyString,
+impl RequestParts<'_> {
+    /// Whether every member kube-core requires was there (`kind` and `userInfo` are
+    /// checked, not kept).
+    pub(super) fn complete(&self) -> bool {
+        self.uid.is_some()
+            && self.resource.is_some()
+            && self.operation.is_some()
+            && self.seen.has(request::KIND)
+            && self.seen.has(request::USER_INFO)
+    }
 }
 
-/// kube-core's `GroupVersionResource`.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct GroupVersionResource<'a> {
-    #[serde(borrow)]
-    pub(super) group: Cow<'a, str>,
-    #[serde(rename = "version")]
-    _version: AnyString,
-    #[serde(borrow)]
-    pub(super) resource: Cow<'a, str>,
-    #[serde(default, rename = "apiVersion")]
-    _api_version: AnyString,
+/// A request member's place in [`Seen`].
+mod request {
+    pub(super) const UID: u8 = 0;
+    pub(super) const KIND: u8 = 1;
+    pub(super) const RESOURCE: u8 = 2;
+    pub(super) const SUB_RESOURCE: u8 = 3;
+    pub(super) const REQUEST_KIND: u8 = 4;
+    pub(super) const REQUEST_RESOURCE: u8 = 5;
+    pub(super) const REQUEST_SUB_RESOURCE: u8 = 6;
+    pub(super) const NAME: u8 = 7;
+    pub(super) const NAMESPACE: u8 = 8;
+    pub(super) const OPERATION: u8 = 9;
+    pub(super) const USER_INFO: u8 = 10;
+    pub(super) const OBJECT: u8 = 11;
+    pub(super) const OLD_OBJECT: u8 = 12;
+    pub(super) const DRY_RUN: u8 = 13;
+    pub(super) const OPTIONS: u8 = 14;
 }
 
-/// k8s-openapi's `UserInfo`: every field optional. Read as k8s-openapi reads it: from a
-/// map only (a derived struct would take an array too), unknown keys skipped, a
-/// repeated key read again.
-struct UserInfo;
-
-impl<'de> serde::Deserialize<'de> for UserInfo {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = UserInfo;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("UserInfo")
+/// Reads `body` as an AdmissionReview of pods.
+pub(super) fn read_review(body: &[u8]) -> Read<Review<'_>> {
+    let mut reader = Reader::new(body)?;
+    let mut review = Review::default();
+    let mut seen = Seen::default();
+    let mut members = reader.object()?;
+    while let Some(key) = members.next_key(&mut reader)? {
+        match &*key {
+            "apiVersion" => {
+                seen.first(0)?;
+                review.api_version = Some(reader.string()?);
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<UserInfo, A::Error> {
-                while let Some(key) = map.next_key::<Borrowed<'de>>()? {
-                    match &*key.0 {
-                        "extra" => {
-                            map.next_value::<Option<StringListMap>>()?;
-                        }
-                        "groups" => {
-                            map.next_value::<Option<Vec<AnyString>>>()?;
-                        }
-                        "uid" | "username" => {
-                            map.next_value::<Option<AnyString>>()?;
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
+            "kind" => {
+                seen.first(1)?;
+                review.kind = Some(reader.string()?);
+            }
+            "request" => {
+                seen.first(2)?;
+                // A null request is no request: serde_json tells the client so.
+                review.request = Some(read_request(&mut reader)?);
+            }
+            // kube-core reads a response as an AdmissionResponse, which may refuse it.
+            "response" => {
+                seen.first(3)?;
+                if !reader.null()? {
+                    return Err(Decline);
                 }
-                Ok(UserInfo)
             }
+            // kube-core's `#[serde(flatten)]` buffers other members as values.
+            _ => reader.check_value()?,
         }
-        deserializer.deserialize_map(Visitor)
+    }
+    reader.end()?;
+    Ok(review)
+}
+
+fn read_request<'a>(reader: &mut Reader<'a>) -> Read<RequestParts<'a>> {
+    let mut parts = RequestParts::default();
+    let mut members = reader.object()?;
+    while let Some(key) = members.next_key(reader)? {
+        let seen = &mut parts.seen;
+        match &*key {
+            "uid" => {
+                seen.first(request::UID)?;
+                parts.uid = Some(reader.string()?);
+            }
+            "kind" => {
+                seen.first(request::KIND)?;
+                check_group_version_kind(reader)?;
+            }
+            "resource" => {
+                seen.first(request::RESOURCE)?;
+                parts.resource = Some(read_group_version_resource(reader)?);
+            }
+            "subResource" => {
+                seen.first(request::SUB_RESOURCE)?;
+                parts.sub_resource = optional(reader, Reader::string)?;
+            }
+            "requestKind" => {
+                seen.first(request::REQUEST_KIND)?;
+                optional(reader, check_group_version_kind)?;
+            }
+            "requestResource" => {
+                seen.first(request::REQUEST_RESOURCE)?;
+                optional(reader, read_group_version_resource)?;
+            }
+            "requestSubResource" => {
+                seen.first(request::REQUEST_SUB_RESOURCE)?;
+                optional(reader, Reader::check_string)?;
+            }
+            // A `String` with a default: absent is empty, null is refused.
+            "name" => {
+                seen.first(request::NAME)?;
+                parts.name = Some(reader.string()?);
+            }
+            "namespace" => {
+                seen.first(request::NAMESPACE)?;
+                parts.namespace = optional(reader, Reader::string)?;
+            }
+            "operation" => {
+                seen.first(request::OPERATION)?;
+                parts.operation = Some(match &*reader.string()? {
+                    "CREATE" => Operation::Create,
+                    "UPDATE" => Operation::Update,
+                    "DELETE" => Operation::Delete,
+                    "CONNECT" => Operation::Connect,
+                    _ => return Err(Decline),
+                });
+            }
+            "userInfo" => {
+                seen.first(request::USER_INFO)?;
+                check_user_info(reader)?;
+            }
+            "object" => {
+                seen.first(request::OBJECT)?;
+                parts.object = read_pod(reader)?;
+            }
+            "oldObject" => {
+                seen.first(request::OLD_OBJECT)?;
+                parts.old_object = read_pod(reader)?;
+            }
+            "dryRun" => {
+                seen.first(request::DRY_RUN)?;
+                parts.dry_run = reader.boolean()?;
+            }
+            // A RawExtension: any JSON value, read as serde_json's `Value`.
+            "options" => {
+                seen.first(request::OPTIONS)?;
+                reader.check_value()?;
+            }
+            // Members kube-core does not know, skipped as serde skips them.
+            _ => reader.skip()?,
+        }
+    }
+    Ok(parts)
+}
+
+/// `null` as `None`, else what `read` reads.
+fn optional<'a, T>(
+    reader: &mut Reader<'a>,
+    read: impl FnOnce(&mut Reader<'a>) -> Read<T>,
+) -> Read<Option<T>> {
+    if reader.null()? {
+        Ok(None)
+    } else {
+        read(reader).map(Some)
     }
 }
 
-/// A JSON string, checked and forgotten (a `Vec` of these allocates nothing).
-#[derive(Default)]
-struct AnyString;
-
-impl<'de> serde::Deserialize<'de> for AnyString {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = AnyString;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
+/// kube-core's `GroupVersionKind`: three required strings.
+fn check_group_version_kind(reader: &mut Reader<'_>) -> Read<()> {
+    let mut seen = Seen::default();
+    let mut members = reader.object()?;
+    while let Some(key) = members.next_key(reader)? {
+        let field = match &*key {
+            "group" => 0,
+            "version" => 1,
+            "kind" => 2,
+            _ => {
+                reader.skip()?;
+                continue;
             }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<AnyString, E> {
-                Ok(AnyString)
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        };
+        seen.first(field)?;
+        reader.check_string()?;
+    }
+    if (0..3).all(|field| seen.has(field)) {
+        Ok(())
+    } else {
+        Err(Decline)
     }
 }
 
-/// Any JSON value, checked as `serde_json::Value` reads it (kube-core's `options` is a
-/// `RawExtension` holding one) and forgotten. Unlike [`IgnoredAny`], which serde_json
-/// skips without decoding, strings are decoded: a lone surrogate escape is refused.
-struct AnyValue;
-
-impl<'de> serde::Deserialize<'de> for AnyValue {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = AnyValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
+/// kube-core's `GroupVersionResource`: `(group, resource)`; `version` is required too,
+/// and `api_version` (its own name for it, not `apiVersion`) may be given.
+fn read_group_version_resource<'a>(reader: &mut Reader<'a>) -> Read<(Cow<'a, str>, Cow<'a, str>)> {
+    let (mut group, mut version, mut resource) = (None, false, None);
+    let mut seen = Seen::default();
+    let mut members = reader.object()?;
+    while let Some(key) = members.next_key(reader)? {
+        match &*key {
+            "group" => {
+                seen.first(0)?;
+                group = Some(reader.string()?);
             }
-            fn visit_bool<E>(self, _: bool) -> Result<AnyValue, E> {
-                Ok(AnyValue)
+            "version" => {
+                seen.first(1)?;
+                reader.check_string()?;
+                version = true;
             }
-            fn visit_i64<E>(self, _: i64) -> Result<AnyValue, E> {
-                Ok(AnyValue)
+            "resource" => {
+                seen.first(2)?;
+                resource = Some(reader.string()?);
             }
-            fn visit_u64<E>(self, _: u64) -> Result<AnyValue, E> {
-                Ok(AnyValue)
+            "api_version" => {
+                seen.first(3)?;
+                reader.check_string()?;
             }
-            fn visit_f64<E>(self, _: f64) -> Result<AnyValue, E> {
-                Ok(AnyValue)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<AnyValue, E> {
-                Ok(AnyValue)
-            }
-            fn visit_unit<E>(self) -> Result<AnyValue, E> {
-                Ok(AnyValue)
-            }
-            fn visit_none<E>(self) -> Result<AnyValue, E> {
-                Ok(AnyValue)
-            }
-            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<AnyValue, D::Error> {
-                <AnyValue as serde::Deserialize>::deserialize(d)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<AnyValue, A::Error> {
-                while seq.next_element::<AnyValue>()?.is_some() {}
-                Ok(AnyValue)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<AnyValue, A::Error> {
-                while map.next_entry::<AnyString, AnyValue>()?.is_some() {}
-                Ok(AnyValue)
-            }
+            _ => reader.skip()?,
         }
-        deserializer.deserialize_any(Visitor)
+    }
+    match (group, version, resource) {
+        (Some(group), true, Some(resource)) => Ok((group, resource)),
+        _ => Err(Decline),
     }
 }
 
-/// `map[string][]string` (`userInfo.extra`), checked and forgotten.
-struct StringListMap;
-
-impl<'de> serde::Deserialize<'de> for StringListMap {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = StringListMap;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map of string lists")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<StringListMap, A::Error> {
-                while map.next_entry::<AnyString, Vec<AnyString>>()?.is_some() {}
-                Ok(StringListMap)
-            }
+/// k8s-openapi's `UserInfo`, read as it reads it: from an object only, every member
+/// optional (`null` too), unknown ones skipped, a repeated one read again.
+fn check_user_info(reader: &mut Reader<'_>) -> Read<()> {
+    let mut members = reader.object()?;
+    while let Some(key) = members.next_key(reader)? {
+        match &*key {
+            // map[string][]string
+            "extra" => optional(reader, |reader| {
+                let mut extra = reader.object()?;
+                while extra.next_checked_key(reader)? {
+                    check_strings(reader)?;
+                }
+                Ok(())
+            })
+            .map(drop)?,
+            "groups" => optional(reader, check_strings).map(drop)?,
+            "uid" | "username" => optional(reader, Reader::check_string).map(drop)?,
+            _ => reader.skip()?,
         }
-        deserializer.deserialize_map(Visitor)
     }
+    Ok(())
+}
+
+/// An array of strings (not `null`).
+fn check_strings(reader: &mut Reader<'_>) -> Read<()> {
+    let mut items = reader.array()?;
+    while items.next_item(reader)? {
+        reader.check_string()?;
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ImageVolumeSource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{ContainerImage, OWN_KEY_PREFIX, PodImages, PodSpecImages, VolumeImage};
-use crate::json::{Decline, Read, Reader};
+use crate::json::{Read, Reader, Seen};
 
 /// A pod object, or `None` for `null`.
 pub(crate) fn read_pod(reader: &mut Reader<'_>) -> Read<Option<PodImages>> {
@@ -49,22 +49,6 @@ pub(crate) fn read_pod(reader: &mut Reader<'_>) -> Read<Option<PodImages>> {
         }
     }
     Ok(Some(pod))
-}
-
-/// The fields of one object read so far, by their place in its `match`: serde's
-/// derived structs refuse a field given twice, and so does this reader.
-#[derive(Default)]
-struct Seen(u8);
-
-impl Seen {
-    fn first(&mut self, field: u8) -> Read<()> {
-        let bit = 1 << field;
-        if self.0 & bit != 0 {
-            return Err(Decline);
-        }
-        self.0 |= bit;
-        Ok(())
-    }
 }
 
 fn read_metadata(reader: &mut Reader<'_>) -> Read<Option<ObjectMeta>> {
