@@ -420,6 +420,10 @@ fn metadata_ops(
     }
 }
 
+/// Bytes reserved for a patch when its first operation is written (a 3-container
+/// rewrite with its annotation is about 1 KiB).
+const INITIAL_PATCH_CAPACITY: usize = 2048;
+
 /// A JSON Patch document written straight into bytes, in the member order serde gives
 /// json_patch's operations (`op`, `path`, `value`).
 #[derive(Default)]
@@ -455,7 +459,14 @@ impl PatchWriter {
     }
 
     fn start(&mut self, op: &str) {
-        self.out.push(if self.out.is_empty() { b'[' } else { b',' });
+        if self.out.is_empty() {
+            // Room for a few containers' operations and the annotation at once: grown
+            // from nothing, the buffer was reallocated eight times per admission.
+            self.out.reserve(INITIAL_PATCH_CAPACITY);
+            self.out.push(b'[');
+        } else {
+            self.out.push(b',');
+        }
         self.out.extend_from_slice(b"{\"op\":\"");
         self.out.extend_from_slice(op.as_bytes());
         self.out.extend_from_slice(b"\",");
