@@ -361,14 +361,29 @@ impl Metrics {
         if outcome == Outcome::FailOpen {
             self.fail_open_admissions.inc();
         }
+        // Counted per label, then added: a label lookup hashes its values and takes a
+        // lock, and a 50-container pod has 50 images but a handful of labels.
+        let mut rewritten: Vec<(&str, u64)> = Vec::new();
+        let mut skipped: Vec<(&str, u64)> = Vec::new();
         for change in changes {
-            match &change.verdict {
-                Verdict::Rewrite(r) => self.images_rewritten.with_label_values(&[r.upstream]).inc(),
-                Verdict::Keep(reason) => self
-                    .images_skipped
-                    .with_label_values(&[reason.as_str()])
-                    .inc(),
+            let (counts, label) = match &change.verdict {
+                Verdict::Rewrite(r) => (&mut rewritten, r.upstream),
+                Verdict::Keep(reason) => (&mut skipped, reason.as_str()),
+            };
+            match counts.iter_mut().find(|(seen, _)| *seen == label) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((label, 1)),
             }
+        }
+        for (upstream, count) in rewritten {
+            self.images_rewritten
+                .with_label_values(&[upstream])
+                .inc_by(count);
+        }
+        for (reason, count) in skipped {
+            self.images_skipped
+                .with_label_values(&[reason])
+                .inc_by(count);
         }
     }
 
@@ -532,6 +547,64 @@ mod tests {
             "harbor_pilot_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
+    }
+
+    /// Each image counts once under its own label, however the images of one pod mix.
+    #[test]
+    fn counts_every_image_of_a_pod_under_its_label() {
+        use harbor_pilot_core::admission::{Harbor, parse_review, review};
+        let rules = harbor_pilot_core::config::Config::from_yaml(
+            "harbor: harbor.example.com\nproxies:\n  docker.io: hub\n  quay.io: quay\n",
+        )
+        .unwrap()
+        .rules;
+        let images = [
+            "nginx",
+            "quay.io/a/b",
+            "redis",
+            "ghcr.io/x/y",
+            "quay.io/c/d",
+            "busybox",
+            "Bad Image",
+        ];
+        let containers: Vec<_> = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
+            .collect();
+        let body = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {},
+                "object": {"metadata": {"name": "p"}, "spec": {"containers": containers}}}
+        });
+        let incoming = parse_review(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let reviewed = review(
+            &incoming,
+            &rules,
+            Harbor::Available,
+            &harbor_pilot_core::patch::all_served,
+        );
+        let metrics = Metrics::new().unwrap();
+        for _ in 0..2 {
+            metrics.observe_review(
+                "CREATE",
+                reviewed.outcome,
+                Duration::from_micros(30),
+                &reviewed.changes,
+            );
+        }
+        let text = text(&metrics);
+        for line in [
+            "harbor_pilot_images_rewritten_total{upstream=\"docker.io\"} 6",
+            "harbor_pilot_images_rewritten_total{upstream=\"quay.io\"} 4",
+            "harbor_pilot_images_skipped_total{reason=\"not_proxied\"} 2",
+            "harbor_pilot_images_skipped_total{reason=\"unparsable\"} 2",
+            "harbor_pilot_admission_requests_total{operation=\"CREATE\",outcome=\"rewritten\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 
     #[test]
