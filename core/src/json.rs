@@ -556,27 +556,29 @@ impl Object {
     /// The next member's key (its colon consumed; read or skip its value next), or
     /// `None` at the closing brace.
     pub fn next_key<'a>(&mut self, reader: &mut Reader<'a>) -> Read<Option<Cow<'a, str>>> {
-        match reader.peek() {
-            Some(b'}') => {
-                reader.pos += 1;
-                reader.depth -= 1;
-                return Ok(None);
-            }
-            Some(b',') if !self.first => reader.pos += 1,
-            Some(b'"') if self.first => {}
-            _ => return Err(Decline),
+        if !self.at_member(reader)? {
+            return Ok(None);
         }
-        self.first = false;
         let key = reader.string()?;
         reader.expect(b':')?;
         Ok(Some(key))
     }
-}
 
-impl Object {
     /// Like [`Self::next_key`] for a key that is only checked (decoded as serde_json
     /// decodes it, surrogate pairs included) and not kept: whether there is one.
     pub fn next_checked_key(&mut self, reader: &mut Reader<'_>) -> Read<bool> {
+        if !self.at_member(reader)? {
+            return Ok(false);
+        }
+        reader.check_string()?;
+        reader.expect(b':')?;
+        Ok(true)
+    }
+
+    /// Past the comma before the next member's key (`true`), or past the closing
+    /// brace (`false`).
+    #[inline(always)]
+    fn at_member(&mut self, reader: &mut Reader<'_>) -> Read<bool> {
         match reader.peek() {
             Some(b'}') => {
                 reader.pos += 1;
@@ -588,8 +590,6 @@ impl Object {
             _ => return Err(Decline),
         }
         self.first = false;
-        reader.check_string()?;
-        reader.expect(b':')?;
         Ok(true)
     }
 }

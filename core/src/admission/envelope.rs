@@ -235,7 +235,7 @@ fn check_group_version_kind(reader: &mut Reader<'_>) -> Read<()> {
 /// kube-core's `GroupVersionResource`: `(group, resource)`; `version` is required too,
 /// and `api_version` (its own name for it, not `apiVersion`) may be given.
 fn read_group_version_resource<'a>(reader: &mut Reader<'a>) -> Read<(Cow<'a, str>, Cow<'a, str>)> {
-    let (mut group, mut version, mut resource) = (None, false, None);
+    let (mut group, mut resource) = (None, None);
     let mut seen = Seen::default();
     let mut members = reader.object()?;
     while let Some(key) = members.next_key(reader)? {
@@ -247,7 +247,6 @@ fn read_group_version_resource<'a>(reader: &mut Reader<'a>) -> Read<(Cow<'a, str
             "version" => {
                 seen.first(1)?;
                 reader.check_string()?;
-                version = true;
             }
             "resource" => {
                 seen.first(2)?;
@@ -260,8 +259,8 @@ fn read_group_version_resource<'a>(reader: &mut Reader<'a>) -> Read<(Cow<'a, str
             _ => reader.skip()?,
         }
     }
-    match (group, version, resource) {
-        (Some(group), true, Some(resource)) => Ok((group, resource)),
+    match (group, resource) {
+        (Some(group), Some(resource)) if seen.has(1) => Ok((group, resource)),
         _ => Err(Decline),
     }
 }
