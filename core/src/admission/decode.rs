@@ -185,7 +185,7 @@ fn read_fast(body: &[u8]) -> Option<Incoming> {
         return None;
     }
     let request = review.request?;
-    if !request.complete() {
+    if !request.has_checked_members() {
         return None;
     }
     let (group, resource) = request.resource?;

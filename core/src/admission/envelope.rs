@@ -49,14 +49,10 @@ pub(super) struct RequestParts<'a> {
 }
 
 impl RequestParts<'_> {
-    /// Whether every member kube-core requires was there (`kind` and `userInfo` are
-    /// checked, not kept).
-    pub(super) fn complete(&self) -> bool {
-        self.uid.is_some()
-            && self.resource.is_some()
-            && self.operation.is_some()
-            && self.seen.has(request::KIND)
-            && self.seen.has(request::USER_INFO)
+    /// Whether `kind` and `userInfo` were there: kube-core requires them, and nothing
+    /// of them is kept (the other required members are `None` when missing).
+    pub(super) fn has_checked_members(&self) -> bool {
+        self.seen.has(request::KIND) && self.seen.has(request::USER_INFO)
     }
 }
 
