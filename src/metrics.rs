@@ -119,6 +119,8 @@ labels!(VerifyResult { Served => "served", NotServed => "not_served", Error => "
 
 /// Operation label for requests whose operation is unknown (rejected bodies).
 const UNKNOWN_OPERATION: &str = "unknown";
+/// Image labels one review counts before adding them to the metrics.
+const BATCHED_LABELS: usize = 8;
 
 /// The metrics harbor-pilot exports.
 #[derive(Debug, Clone)]
@@ -362,28 +364,42 @@ impl Metrics {
             self.fail_open_admissions.inc();
         }
         // Counted per label, then added: a label lookup hashes its values and takes a
-        // lock, and a 50-container pod has 50 images but a handful of labels.
-        let mut rewritten: Vec<(&str, u64)> = Vec::new();
-        let mut skipped: Vec<(&str, u64)> = Vec::new();
+        // lock, and a 50-container pod has 50 images but a handful of labels. On the
+        // stack, so counting allocates nothing; labels past the first few of one pod
+        // (rare) are looked up per image.
+        let mut batched = [(true, "", 0_u64); BATCHED_LABELS];
+        let mut used = 0;
         for change in changes {
-            let (counts, label) = match &change.verdict {
-                Verdict::Rewrite(r) => (&mut rewritten, r.upstream),
-                Verdict::Keep(reason) => (&mut skipped, reason.as_str()),
+            let (rewritten, label) = match &change.verdict {
+                Verdict::Rewrite(r) => (true, r.upstream),
+                Verdict::Keep(reason) => (false, reason.as_str()),
             };
-            match counts.iter_mut().find(|(seen, _)| *seen == label) {
-                Some((_, count)) => *count += 1,
-                None => counts.push((label, 1)),
+            let (counted, free) = batched.split_at_mut(used);
+            match counted
+                .iter_mut()
+                .find(|(r, l, _)| *r == rewritten && *l == label)
+            {
+                Some((_, _, count)) => *count += 1,
+                None => match free.first_mut() {
+                    Some(slot) => {
+                        *slot = (rewritten, label, 1);
+                        used += 1;
+                    }
+                    None => self.image_counter(rewritten, label).inc(),
+                },
             }
         }
-        for (upstream, count) in rewritten {
-            self.images_rewritten
-                .with_label_values(&[upstream])
-                .inc_by(count);
+        for &(rewritten, label, count) in batched.iter().take(used) {
+            self.image_counter(rewritten, label).inc_by(count);
         }
-        for (reason, count) in skipped {
-            self.images_skipped
-                .with_label_values(&[reason])
-                .inc_by(count);
+    }
+
+    /// `images_rewritten_total{upstream=label}` or `images_skipped_total{reason=label}`.
+    fn image_counter(&self, rewritten: bool, label: &str) -> IntCounter {
+        if rewritten {
+            self.images_rewritten.with_label_values(&[label])
+        } else {
+            self.images_skipped.with_label_values(&[label])
         }
     }
 
@@ -549,28 +565,39 @@ mod tests {
         )));
     }
 
-    /// Each image counts once under its own label, however the images of one pod mix.
-    #[test]
-    fn counts_every_image_of_a_pod_under_its_label() {
+    /// Each image counts once under its own label, however the images of one pod mix,
+    /// and however many labels one pod has (past the few counted at once).
+    #[rstest::rstest]
+    #[case::mixed(
+        "docker.io: hub\n  quay.io: quay",
+        &["nginx", "quay.io/a/b", "redis", "ghcr.io/x/y", "quay.io/c/d", "busybox", "Bad Image"],
+        &[
+            "harbor_pilot_images_rewritten_total{upstream=\"docker.io\"} 6",
+            "harbor_pilot_images_rewritten_total{upstream=\"quay.io\"} 4",
+            "harbor_pilot_images_skipped_total{reason=\"not_proxied\"} 2",
+            "harbor_pilot_images_skipped_total{reason=\"unparsable\"} 2",
+        ]
+    )]
+    #[case::more_labels_than_counted_at_once(
+        &(0..10).map(|i| format!("r{i}.example.com: p{i}")).collect::<Vec<_>>().join("\n  "),
+        &(0..20).map(|i| format!("r{}.example.com/app:{i}", i % 10)).collect::<Vec<_>>(),
+        &(0..10).map(|i| format!("harbor_pilot_images_rewritten_total{{upstream=\"r{i}.example.com\"}} 4")).collect::<Vec<_>>()
+    )]
+    fn counts_every_image_of_a_pod_under_its_label(
+        #[case] proxies: &str,
+        #[case] images: &[impl AsRef<str>],
+        #[case] expected: &[impl AsRef<str>],
+    ) {
         use harbor_pilot_core::admission::{Harbor, parse_review, review};
-        let rules = harbor_pilot_core::config::Config::from_yaml(
-            "harbor: harbor.example.com\nproxies:\n  docker.io: hub\n  quay.io: quay\n",
-        )
+        let rules = harbor_pilot_core::config::Config::from_yaml(&format!(
+            "harbor: harbor.example.com\nproxies:\n  {proxies}\n"
+        ))
         .unwrap()
         .rules;
-        let images = [
-            "nginx",
-            "quay.io/a/b",
-            "redis",
-            "ghcr.io/x/y",
-            "quay.io/c/d",
-            "busybox",
-            "Bad Image",
-        ];
         let containers: Vec<_> = images
             .iter()
             .enumerate()
-            .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
+            .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image.as_ref()}))
             .collect();
         let body = serde_json::json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -596,13 +623,11 @@ mod tests {
             );
         }
         let text = text(&metrics);
-        for line in [
-            "harbor_pilot_images_rewritten_total{upstream=\"docker.io\"} 6",
-            "harbor_pilot_images_rewritten_total{upstream=\"quay.io\"} 4",
-            "harbor_pilot_images_skipped_total{reason=\"not_proxied\"} 2",
-            "harbor_pilot_images_skipped_total{reason=\"unparsable\"} 2",
-            "harbor_pilot_admission_requests_total{operation=\"CREATE\",outcome=\"rewritten\"} 2",
-        ] {
+        assert!(text.contains(
+            "harbor_pilot_admission_requests_total{operation=\"CREATE\",outcome=\"rewritten\"} 2"
+        ));
+        for line in expected {
+            let line = line.as_ref();
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
     }
