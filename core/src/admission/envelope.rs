@@ -5,9 +5,9 @@
 //! kube-core whenever this declines, so only speed depends on it.
 //!
 //! Why not serde_json for the envelope: it was read that way (the pods cut out and the
-//! rest of the body copied and parsed), and that copy and parse were a seventh of the
+//! rest of the body copied and parsed), and that copy and parse were 7 % of the
 //! instructions of a whole admission, more than the rewrite itself (callgrind, a
-//! 3-container review of 13 KB).
+//! 3-container review of 13 KB: 21k of 300k).
 //!
 //! No more permissive than kube-core: a member given twice where serde's derived
 //! structs refuse one, a `null` where a value is required, a value of another type, a
