@@ -78,7 +78,7 @@ async fn main() {
     server::serve(
         listener,
         server::Transport::Tls(config, Metrics::new().unwrap()),
-        router,
+        server::router_service(router),
         ConnectionLimits::default(),
         async {
             shutdown::signal().await;

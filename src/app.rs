@@ -118,7 +118,7 @@ impl Admin {
         let task = tokio::spawn(server::serve(
             listener,
             Transport::Plain,
-            router,
+            server::router_service(router),
             limits,
             async {
                 let _ = stopped.await;
@@ -250,7 +250,7 @@ impl Webhook {
             .verify
             .map(|settings| Verifier::new(settings, metrics.clone()))
             .transpose()?;
-        let router = webhook::router(WebhookState {
+        let service = webhook::service(WebhookState {
             verifier,
             rules,
             metrics: metrics.clone(),
@@ -262,7 +262,7 @@ impl Webhook {
         let task = tokio::spawn(server::serve(
             listener,
             Transport::Tls(tls_config, metrics),
-            router,
+            service,
             settings.limits,
             async {
                 let _ = stopped.await;

@@ -1,4 +1,4 @@
-//! Serving a [`Router`]: the accept loop with a connection cap, TLS handshakes with a
+//! Serving an HTTP service (an axum [`Router`], or the webhook's own front): the accept loop with a connection cap, TLS handshakes with a
 //! deadline (or plain HTTP), HTTP/1.1 and HTTP/2 on one port, I/O deadlines
 //! (`deadlines`), and a graceful, bounded drain.
 //!
@@ -7,12 +7,15 @@
 
 mod deadlines;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -101,6 +104,36 @@ const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 const MAX_PENDING_RESET_STREAMS: usize = 20;
 const MAX_ERROR_RESET_STREAMS: usize = 1024;
 
+/// What [`serve`] answers requests with: a hyper service, cloned for each connection.
+pub trait HttpService:
+    hyper::service::Service<
+        Request<hyper::body::Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: hyper::service::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// An axum [`Router`] as a hyper service.
+pub fn router_service(router: Router) -> impl HttpService {
+    TowerToHyperService::new(router)
+}
+
 /// What a connection speaks before HTTP.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -110,13 +143,13 @@ pub enum Transport {
     Plain,
 }
 
-/// Serves `router` on `listener` until `stop` completes; then stops accepting (new
+/// Serves `service` on `listener` until `stop` completes; then stops accepting (new
 /// connections are refused), lets open connections finish their requests (HTTP/2 gets a
 /// GOAWAY) for at most `drain`, and returns.
 pub async fn serve(
     listener: TcpListener,
     transport: Transport,
-    router: Router,
+    service: impl HttpService,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
     drain: Duration,
@@ -167,7 +200,7 @@ pub async fn serve(
         }
         let acceptor = acceptor.clone();
         let builder = Arc::clone(&builder);
-        let service = TowerToHyperService::new(router.clone());
+        let service = service.clone();
         // Taken before the handshake, so a drain also waits for connections that are
         // still shaking hands (bounded by the handshake timeout).
         let watcher = graceful.watcher();

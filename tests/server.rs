@@ -174,9 +174,31 @@ async fn malformed_oversized_and_misdirected_requests_get_their_status() {
         let reply = conn.send("GET", "/mutate", empty()).await.unwrap();
         assert_eq!(reply.status, 405);
         assert_eq!(reply.json()["reason"], "MethodNotAllowed");
+        let reply = conn.send("PUT", "/mutate", empty()).await.unwrap();
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.json()["reason"], "MethodNotAllowed");
         let reply = conn.send("POST", "/validate", empty()).await.unwrap();
         assert_eq!(reply.status, 404);
         assert_eq!(reply.json()["reason"], "NotFound");
+        let reply = conn.send("POST", "/mutate/", empty()).await.unwrap();
+        assert_eq!(
+            reply.status, 404,
+            "{proto:?}: only the exact path is the webhook"
+        );
+
+        // The API server adds its timeout as a query: still the webhook.
+        let review = common::pod_review("with-query", &["nginx:1.27"]);
+        let reply = client
+            .post(
+                server.webhook_addr,
+                "/mutate?timeout=10s",
+                serde_json::to_vec(&review).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{proto:?}");
+        assert_eq!(reply.json()["response"]["uid"], "with-query");
+        assert!(reply.json()["response"]["patch"].is_string(), "{proto:?}");
     }
     let (_, text) = admin_get(server.admin_addr, "/metrics").await;
     assert_eq!(
