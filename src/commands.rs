@@ -248,7 +248,7 @@ pub fn review(
         writeln!(err, "outcome: {}", reviewed.outcome.as_str())?;
         for change in &reviewed.changes {
             let result = match &change.verdict {
-                Verdict::Rewrite(r) => r.image.as_str(),
+                Verdict::Rewrite(r) => &r.image,
                 Verdict::Keep(_) => "(unchanged)",
             };
             writeln!(

@@ -159,7 +159,7 @@ fn images_of(
 /// The reference to pull through Harbor for `image`, if there is one.
 fn through_harbor(image: &str, config: &Config) -> Option<String> {
     match config.rules.decide(image) {
-        Decision::Rewrite(rewrite) => Some(rewrite.image),
+        Decision::Rewrite(rewrite) => Some(rewrite.image.to_string()),
         Decision::Keep(Keep::AlreadyOnHarbor) => Some(image.to_owned()),
         Decision::Keep(_) => None,
     }

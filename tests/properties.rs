@@ -161,7 +161,7 @@ proptest! {
         for slot in common::json_slots(&pod) {
             let now = patched.pointer(&slot.pointer()).and_then(Value::as_str).unwrap().to_owned();
             let expected = match rules().decide(&slot.image) {
-                Decision::Rewrite(r) => r.image,
+                Decision::Rewrite(r) => r.image.to_string(),
                 Decision::Keep(_) => slot.image.clone(),
             };
             prop_assert_eq!(now, expected);

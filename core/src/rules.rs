@@ -15,6 +15,7 @@ mod cache;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
@@ -58,8 +59,9 @@ pub enum Decision<'r> {
 /// A rewritten image and the rule that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewrite<'r> {
-    /// The image to pull instead.
-    pub image: String,
+    /// The image to pull instead. Shared with the rules' memory of past decisions,
+    /// so a remembered decision costs no copy of the string.
+    pub image: Arc<str>,
     /// The configured upstream key that matched (`docker.io`); bounded, so usable as a
     /// metric label.
     pub upstream: &'r str,
@@ -78,8 +80,9 @@ pub enum Keep<'r> {
     AlreadyOnHarbor,
     /// Its registry has no proxy project.
     NotProxied {
-        /// The image's normalised registry (empty when it has none).
-        registry: String,
+        /// The image's normalised registry (empty when it has none); shared like
+        /// [`Rewrite::image`].
+        registry: Arc<str>,
     },
     /// Matches an `exclude` pattern.
     Excluded {
@@ -226,7 +229,7 @@ impl RuleSet {
         }
         let Some(&proxy) = self.by_upstream.get(domain) else {
             return Answer::Keep(Keep::NotProxied {
-                registry: domain.to_owned(),
+                registry: domain.into(),
             });
         };
         if let Some(pattern) = self.excluding_pattern(reference) {
@@ -245,7 +248,10 @@ impl RuleSet {
         image.push('/');
         image.push_str(reference.path());
         reference.write_suffix(&mut image);
-        Answer::Rewrite { image, proxy }
+        Answer::Rewrite {
+            image: image.into(),
+            proxy,
+        }
     }
 
     /// The decision an answer of this rule set stands for. Positions index this set's
@@ -281,7 +287,7 @@ impl RuleSet {
 #[derive(Debug, Clone)]
 enum Answer {
     Rewrite {
-        image: String,
+        image: Arc<str>,
         proxy: usize,
     },
     Excluded {
@@ -335,7 +341,7 @@ mod tests {
 
     fn rewritten(image: &str) -> String {
         match rules(&[]).decide(image) {
-            Decision::Rewrite(r) => r.image,
+            Decision::Rewrite(r) => r.image.to_string(),
             other => panic!("{image}: {other:?}"),
         }
     }
@@ -483,7 +489,7 @@ mod tests {
             Keep::Unparsable(ParseError::InvalidFormat),
             Keep::AlreadyOnHarbor,
             Keep::NotProxied {
-                registry: String::new(),
+                registry: "".into(),
             },
             Keep::Excluded { pattern: "" },
             Keep::NameTooLong,

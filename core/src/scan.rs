@@ -85,7 +85,7 @@ pub fn scan_manifests(yaml: &str, rules: &CachedRules) -> Result<Vec<Row>, ScanE
                 container: change.slot.to_string(),
                 image: change.slot.image.to_owned(),
                 rewritten: match &change.verdict {
-                    Verdict::Rewrite(r) => Some(r.image.clone()),
+                    Verdict::Rewrite(r) => Some(r.image.to_string()),
                     Verdict::Keep(_) => None,
                 },
                 reason: change.verdict.to_string(),

@@ -172,7 +172,7 @@ mod tests {
             Reason::Rule(Keep::Unparsable(ParseError::InvalidFormat)),
             Reason::Rule(Keep::AlreadyOnHarbor),
             Reason::Rule(Keep::NotProxied {
-                registry: String::new(),
+                registry: "".into(),
             }),
             Reason::Rule(Keep::Excluded { pattern: "" }),
             Reason::Rule(Keep::NameTooLong),
