@@ -194,12 +194,15 @@ pub fn plan<'p, 'r>(
     let recorded = recorded_originals(pod);
     let mut out = PodRewrite::default();
     let mut patch = PatchWriter::default();
-    // The annotation as it should be after this admission, if that differs.
-    let mut annotation: BTreeMap<Cow<'_, str>, &str> = recorded
-        .iter()
-        .flatten()
-        .map(|(key, image)| (Cow::Borrowed(key.as_str()), image.as_str()))
-        .collect();
+    // The annotation as it should be after this admission, when the pod has one
+    // recorded already; without, it is exactly the originals rewritten now (nothing to
+    // remove from), which are not built twice then.
+    let mut annotation: Option<Originals<'_>> = recorded.as_ref().map(|recorded| {
+        recorded
+            .iter()
+            .map(|(key, image)| (Cow::Borrowed(key.as_str()), image.as_str()))
+            .collect()
+    });
     for slot in slots(pod) {
         let old_image = old.get(&(slot.kind, slot.name)).copied();
         let key = slot.annotation_key();
@@ -229,7 +232,9 @@ pub fn plan<'p, 'r>(
         match &verdict {
             Verdict::Rewrite(rewrite) => {
                 patch.replace_image(slot, &rewrite.image);
-                annotation.insert(key.clone(), slot.image);
+                if let Some(annotation) = &mut annotation {
+                    annotation.insert(key.clone(), slot.image);
+                }
                 out.originals.insert(key, slot.image);
             }
             // A recorded original that no longer belongs to what the container runs
@@ -239,6 +244,7 @@ pub fn plan<'p, 'r>(
                 if let Some(original) = original
                     && original != slot.image
                     && rules.decide(original).rewrite_image() != Some(slot.image)
+                    && let Some(annotation) = &mut annotation
                 {
                     annotation.remove(&*key);
                 }
@@ -248,6 +254,7 @@ pub fn plan<'p, 'r>(
     }
     // The subresource keeps nothing but ephemeral containers: no metadata there.
     if !matches!(scope, Scope::NewEphemeral { .. }) {
+        let annotation = annotation.as_ref().unwrap_or(&out.originals);
         let unchanged = match &recorded {
             Some(before) => before
                 .iter()
@@ -258,7 +265,7 @@ pub fn plan<'p, 'r>(
         let annotation_change = match () {
             () if unchanged => None,
             () if annotation.is_empty() => Some(None),
-            () => Some(Some(&annotation)),
+            () => Some(Some(annotation)),
         };
         let label = !out.originals.is_empty()
             && pod.labels().get(REWRITTEN_LABEL).map(String::as_str) != Some("true");
