@@ -4,6 +4,7 @@
 //! through a writer thread ([`buffer`]), never from a request.
 
 pub mod buffer;
+mod clock;
 mod json_line;
 
 use std::io::IsTerminal as _;
@@ -42,9 +43,7 @@ pub fn init(format: LogFormat) -> Option<FlushGuard> {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(json_line::JsonLines::new(
-                tracing_subscriber::fmt::time::SystemTime,
-            ))
+            .event_format(json_line::JsonLines::new(clock::UtcMicros))
             .try_init(),
     };
     if let Err(error) = result {

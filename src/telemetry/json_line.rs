@@ -138,6 +138,14 @@ struct Escaping<'a, 'w>(&'a mut Writer<'w>);
 
 impl fmt::Write for Escaping<'_, '_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Most values (uids, names, messages) need no escape: one check the compiler
+        // vectorises, one write.
+        let special = text.bytes().fold(false, |special, byte| {
+            special | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+        });
+        if !special {
+            return self.0.write_str(text);
+        }
         let mut plain = 0;
         for (at, byte) in text.bytes().enumerate() {
             let escape = match byte {
