@@ -1,6 +1,5 @@
 //! Writing the answer: the `admission.k8s.io/v1` AdmissionReview, patch in base64.
 
-use base64::Engine as _;
 use kube_core::admission::AdmissionResponse;
 use serde::Serialize;
 
@@ -14,12 +13,14 @@ pub(super) const KIND: &str = "AdmissionReview";
 /// (kube-rs/kube#1781); the API server decodes that too, but the documented form is a
 /// base64 string, which is also a quarter of the size. This writes kube-core's fields
 /// in kube-core's order, with the patch in base64 encoded straight into the answer (a
-/// test holds it to the serde-derived form).
+/// test holds it to the serde-derived form) by base64-simd, which uses the CPU's vector
+/// instructions: the base64 crate's scalar encoder was ~5k of a 3-container admission's
+/// 258k instructions, and ~45k of a 50-container one's 1.49M.
 pub fn encode_review(response: &AdmissionResponse) -> Vec<u8> {
     let patch_len = response
         .patch
         .as_ref()
-        .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+        .map_or(0, |p| base64_simd::STANDARD.encoded_length(p.len()));
     let mut out = Vec::with_capacity(192 + response.uid.len() + patch_len);
     out.extend_from_slice(b"{\"apiVersion\":\"");
     out.extend_from_slice(API_VERSION.as_bytes());
@@ -41,9 +42,9 @@ pub fn encode_review(response: &AdmissionResponse) -> Vec<u8> {
         let start = out.len();
         out.resize(start + patch_len, 0);
         // The buffer was sized for exactly this; base64 needs no JSON escaping.
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(patch, &mut out[start..])
-            .unwrap_or(0);
+        let written = base64_simd::STANDARD
+            .encode(patch, base64_simd::Out::from_slice(&mut out[start..]))
+            .len();
         out.truncate(start + written);
         out.extend_from_slice(b"\",\"patchType\":\"JSONPatch\"");
     }
@@ -72,6 +73,8 @@ mod tests {
     use kube_core::Status;
     use kube_core::admission::AdmissionResponse;
     use serde::Serialize;
+
+    use base64::Engine as _;
 
     use super::*;
 
@@ -118,6 +121,24 @@ mod tests {
             },
         })
         .unwrap()
+    }
+
+    #[test]
+    fn patches_of_every_length_are_standard_base64() {
+        // base64-simd encodes in vector blocks: every tail length, and long patches.
+        let mut response = AdmissionResponse::invalid("");
+        response.allowed = true;
+        let bytes: Vec<u8> = (0..9000_u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
+            .collect();
+        for len in (0..=300).chain([4095, 4096, 4097, 8999, 9000]) {
+            response.patch = Some(bytes[..len].to_vec());
+            assert_eq!(
+                String::from_utf8(encode_review(&response)).unwrap(),
+                String::from_utf8(derived(&response)).unwrap(),
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]
