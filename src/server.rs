@@ -1,6 +1,6 @@
-//! Serving an HTTP service (an axum [`Router`], or the webhook's own front): the accept loop with a connection cap, TLS handshakes with a
-//! deadline (or plain HTTP), HTTP/1.1 and HTTP/2 on one port, I/O deadlines
-//! (`deadlines`), and a graceful, bounded drain.
+//! Serving an HTTP service (an axum [`Router`], or the webhook's own front): the accept
+//! loop with a connection cap, TLS handshakes with a deadline (or plain HTTP), HTTP/1.1
+//! and HTTP/2 on one port, I/O deadlines (`deadlines`), and a graceful, bounded drain.
 //!
 //! The webhook port (TLS) and the admin port (plain) run the same loop, limits and
 //! drain.

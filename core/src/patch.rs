@@ -165,7 +165,7 @@ pub struct PodRewrite<'p, 'r> {
     /// third of a rewriting review's allocations.
     pub patch: Vec<u8>,
     /// `{"<annotation key>": "<original image>"}` for the images rewritten now.
-    pub originals: BTreeMap<Cow<'p, str>, &'p str>,
+    pub originals: Originals<'p>,
 }
 
 impl PodRewrite<'_, '_> {
@@ -364,8 +364,9 @@ pub fn slots(pod: &PodImages) -> impl Iterator<Item = Slot<'_>> {
         )
 }
 
-/// The annotation's value: `{"<key>": "<original image>", …}` as JSON text.
-type Originals<'p> = BTreeMap<Cow<'p, str>, &'p str>;
+/// The annotation's entries, annotation key to original image; its value is this map
+/// as JSON text, `{"<key>":"<original image>",…}`.
+pub type Originals<'p> = BTreeMap<Cow<'p, str>, &'p str>;
 
 /// The operations that set (`Some(Some(originals))`) or remove (`Some(None)`) the
 /// annotation, and set the label when `label`. `add` needs the parent to exist, so a
