@@ -12,11 +12,14 @@
 //! - `issue`: certificates made here: [`ensure_dev_certs`] for a laptop, and the CA and
 //!   serving certificate of `harbor-pilot certs`.
 //! - `pem`: reading CA certificates from PEM, one way for every caller.
+//! - `known_server`: [`KnownServer`], a client's check of a server certificate without
+//!   a CA (any one, or exactly one).
 //!
 //! The crypto provider (ring) is passed explicitly, never installed process-wide.
 
 mod client_ca;
 mod issue;
+mod known_server;
 mod pair;
 pub mod pem;
 mod reload;
@@ -32,6 +35,7 @@ pub use issue::{
     CaPair, DevCerts, Issued, ensure_dev_certs, issue_with_ca, issue_with_new_ca, new_ca,
     not_after, write_file,
 };
+pub use known_server::KnownServer;
 pub use pair::{CertPaths, CertStore, LoadedPair, load_pair, parse_pair};
 pub use reload::spawn_reloader;
 
