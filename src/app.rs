@@ -21,6 +21,7 @@ use crate::probe::{self, ProbeSetupError, Prober};
 use crate::server::{self, ConnectionLimits, ServeError, Transport};
 use crate::tls::{self, CertPaths, CertStore, TlsError};
 use crate::verify::Verifier;
+use crate::warm_up::{self, WarmUp};
 use crate::webhook::{self, WebhookState};
 use harbor_pilot_core::gate::HarborGate;
 
@@ -193,6 +194,7 @@ impl Webhook {
         metrics.set_cert_not_after(pair.not_after);
         metrics.register_upstreams(config.rules.proxies().map(|(upstream, _)| upstream));
         let store = Arc::new(CertStore::new(&pair));
+        let warm_up_tls = (Arc::clone(&store), Arc::clone(&provider));
         let client_ca = settings
             .client_ca_file
             .as_deref()
@@ -252,12 +254,24 @@ impl Webhook {
             .transpose()?;
         let service = webhook::service(WebhookState {
             verifier,
-            rules,
+            rules: Arc::clone(&rules),
             metrics: metrics.clone(),
             max_body_bytes: settings.max_body_bytes,
             body_read_timeout: settings.body_read_timeout,
             gate,
         });
+        let (store, provider) = warm_up_tls;
+        let warm_up = warm_up::run(WarmUp {
+            store,
+            provider,
+            rules: Arc::clone(&rules),
+            limits: settings.limits,
+            max_body_bytes: settings.max_body_bytes,
+            body_read_timeout: settings.body_read_timeout,
+        });
+        if let Err(error) = warm_up.await {
+            tracing::warn!(%error, "warm-up admission failed; the first admission may be slower");
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(
             listener,

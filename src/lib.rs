@@ -8,7 +8,7 @@
 //! - [`app`]: the running process, start-up and shutdown in order;
 //! - [`server`]: the accept loop (TLS or plain), HTTP/1.1 and HTTP/2, limits, drain;
 //! - [`tls`]: certificates: loading, reload, client CAs, issuing;
-//! - `webhook`: `POST /mutate`;
+//! - `webhook`: `POST /mutate`; `warm_up`: one admission through it before ready;
 //! - `admin`: `/livez`, `/readyz`, `/metrics`;
 //! - [`metrics`]: the Prometheus metrics;
 //! - `probe`: the Harbor health prober that feeds the core's gate;
@@ -40,4 +40,5 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 pub(crate) mod verify;
+pub mod warm_up;
 pub(crate) mod webhook;

@@ -54,25 +54,9 @@ pub struct WebhookState {
 /// built before the port is marked ready, not during the first real admission. The
 /// throwaway copy of the rules leaves the real cache as it was.
 pub(crate) fn warm_up(rules: &CachedRules) {
-    let body = serde_json::json!({
-        "apiVersion": admission::API_VERSION,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "warm-up",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE",
-            "userInfo": {},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "warm-up"},
-                       "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}},
-        }
-    });
     harbor_pilot_core::reference::ImageRef::warm_up();
     let throwaway = rules.clone();
-    if let Ok(incoming) = serde_json::to_vec(&body)
-        .map_err(|_| ())
-        .and_then(|bytes| admission::parse_review(&bytes).map_err(|_| ()))
-    {
+    if let Ok(incoming) = admission::parse_review(&made_up_review(rules)) {
         let reviewed = admission::review(
             &incoming,
             &throwaway,
@@ -90,6 +74,29 @@ pub(crate) fn warm_up(rules: &CachedRules) {
             log_review(&reviewed, &incoming, namespace, name);
         });
     }
+}
+
+/// A CREATE of a one-container pod whose image the rules rewrite (on the first proxied
+/// upstream), as the API server would send it.
+pub(crate) fn made_up_review(rules: &CachedRules) -> Vec<u8> {
+    let image = rules.proxies().next().map_or_else(
+        || "nginx:1.27".to_owned(),
+        |(upstream, _)| format!("{upstream}/warm-up/app:1"),
+    );
+    let review = serde_json::json!({
+        "apiVersion": admission::API_VERSION,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "warm-up",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "userInfo": {},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "warm-up"},
+                       "spec": {"containers": [{"name": "c", "image": image}]}},
+        }
+    });
+    review.to_string().into_bytes()
 }
 
 /// The webhook port's service: `POST /mutate` straight to the review, anything else

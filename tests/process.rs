@@ -14,6 +14,7 @@ use common::client::{ChannelBody, Client, Proto};
 use common::process::Serve;
 use common::server::admin_get;
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 fn write_pair(dir: &std::path::Path, ca: &TestCa) -> [String; 4] {
     common::server::write_leaf(dir, &ca.leaf("process"));
@@ -112,10 +113,34 @@ async fn without_a_certificate_serves_a_development_one_and_stops_on_sigint() {
     common::verify_answer(&file, &body, &reply.json()).unwrap();
 
     serve.signal(Signal::SIGINT);
-    let status = tokio::task::spawn_blocking(move || serve.wait_exit())
-        .await
-        .unwrap();
+    let (status, logs) = tokio::task::spawn_blocking(move || {
+        let status = serve.wait_exit();
+        serve.wait_log("stopped");
+        (status, serve.drain_logs().to_vec())
+    })
+    .await
+    .unwrap();
     assert_eq!(status.code(), Some(0));
+    // The admission the server rehearses before it is ready (over its own loopback
+    // port) leaves no line: the one admission logged is ours, and the two servers that
+    // drained are the webhook port and the admin port.
+    let uids: Vec<&Value> = logs.iter().filter_map(|l| l.get("uid")).collect();
+    assert_eq!(uids, [&body_uid(&body)], "{logs:#?}");
+    let drains = logs
+        .iter()
+        .filter(|l| l["message"] == "stopped accepting; draining")
+        .count();
+    assert_eq!(drains, 2, "{logs:#?}");
+    assert!(
+        !logs.iter().any(
+            |l| l["level"] == "WARN" && l["message"].as_str().unwrap_or("").contains("warm-up")
+        ),
+        "{logs:#?}"
+    );
+}
+
+fn body_uid(body: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(body).unwrap()["request"]["uid"].clone()
 }
 
 /// The plain `error: …` line `serve` prints on stderr after its JSON log.

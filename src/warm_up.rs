@@ -1,0 +1,353 @@
+//! One admission over HTTP/1.1 and one over HTTP/2, through the whole server path, before
+//! the webhook port is marked ready.
+//!
+//! [`crate::webhook::warm_up`] runs the review itself once at start, but the first real
+//! admission still ran code the process had never run: the TLS handshake and record
+//! layer, hyper's connection, the body read, the answer written back, each paying page
+//! faults and cold caches on first use (measured: the first admission after start took
+//! 0.43–0.68 ms, later ones 0.21–0.31 ms). Here a client of our own talks to the same
+//! server code on a loopback port of its own, so the real port's first caller meets code
+//! that has run before.
+//!
+//! Nothing of it is visible outside: its own listener (the real port never sees it), its
+//! own metrics registry (no admission is counted), a throwaway copy of the rules (the
+//! decision memory stays as it was), no health gate or `verify` (nothing asks Harbor),
+//! and no log line (a thread of its own, with a subscriber that drops everything). The
+//! server code and types are the real ones, so the machine code run is the same.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{Request, StatusCode, header};
+use harbor_pilot_core::gate::HarborGate;
+use harbor_pilot_core::rules::CachedRules;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsConnector;
+
+use crate::metrics::Metrics;
+use crate::server::{self, ConnectionLimits, Transport};
+use crate::tls::{self, CertStore, KnownServer};
+use crate::webhook::{self, WebhookState};
+
+/// Longest the warm-up may hold up start-up; past it the port is marked ready anyway.
+pub const BUDGET: Duration = Duration::from_secs(5);
+
+/// What the warm-up needs from start-up.
+#[derive(Debug)]
+pub struct WarmUp {
+    /// The certificate the real port serves (the warm-up serves and pins the same one).
+    pub store: Arc<CertStore>,
+    /// The crypto provider of the real port.
+    pub provider: Arc<CryptoProvider>,
+    /// The rules; the warm-up reviews with a copy.
+    pub rules: Arc<CachedRules>,
+    /// The real port's limits.
+    pub limits: ConnectionLimits,
+    /// The real port's body limits.
+    pub max_body_bytes: usize,
+    /// The real port's body read timeout.
+    pub body_read_timeout: Duration,
+}
+
+/// Why the warm-up did not complete. Never fatal: the first admission is then only slower.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmUpError {
+    /// Setting up the thread, runtime, listener or TLS configuration failed.
+    #[error("cannot set up: {0}")]
+    Setup(String),
+    /// Talking to the warm-up server failed.
+    #[error("{protocol}: {message}")]
+    Exchange {
+        /// `HTTP/1.1` or `HTTP/2`.
+        protocol: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The warm-up server answered, but not with an allowed review.
+    #[error("{protocol}: answered {status}, not an allowed review")]
+    NotAllowed {
+        /// `HTTP/1.1` or `HTTP/2`.
+        protocol: &'static str,
+        /// The HTTP status.
+        status: StatusCode,
+    },
+    /// Not done within [`BUDGET`].
+    #[error("not done within {BUDGET:?}")]
+    TimedOut,
+}
+
+/// Runs the warm-up on a thread of its own and waits for it, at most [`BUDGET`]; whether
+/// both answers carried a patch (they do when the rules rewrite their first upstream).
+pub async fn run(warm_up: WarmUp) -> Result<bool, WarmUpError> {
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("warm-up".to_owned())
+        .spawn(move || {
+            // Everything below runs on this thread (a current-thread runtime), so this
+            // subscriber sees all its events: none is logged.
+            let result = tracing::subscriber::with_default(
+                tracing::subscriber::NoSubscriber::default(),
+                || on_this_thread(warm_up),
+            );
+            let _ = done.send(result);
+        })
+        .map_err(|e| WarmUpError::Setup(format!("thread: {e}")))?;
+    match tokio::time::timeout(BUDGET, finished).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(WarmUpError::Setup("the thread ended early".to_owned())),
+        Err(_) => Err(WarmUpError::TimedOut),
+    }
+}
+
+fn on_this_thread(warm_up: WarmUp) -> Result<bool, WarmUpError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| WarmUpError::Setup(format!("runtime: {e}")))?;
+    runtime.block_on(serve_and_admit(warm_up))
+}
+
+async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| WarmUpError::Setup(format!("{what}: {e}"));
+    let pinned = warm_up
+        .store
+        .current()
+        .cert
+        .first()
+        .cloned()
+        .ok_or_else(|| WarmUpError::Setup("no certificate".to_owned()))?;
+    // Without client authentication even when the real port requires it: our client has
+    // no certificate from the API server's CA. The rest of the handshake is the same.
+    let server_config = tls::server_config(warm_up.store, Arc::clone(&warm_up.provider), None)
+        .map_err(|e| setup("TLS", &e))?;
+    let listener = server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .map_err(|e| setup("listener", &e))?;
+    let addr = listener.local_addr().map_err(|e| setup("listener", &e))?;
+    let metrics = Metrics::new().map_err(|e| setup("metrics", &e))?;
+    let service = webhook::service(WebhookState {
+        rules: Arc::new(CachedRules::clone(&warm_up.rules)),
+        metrics: metrics.clone(),
+        max_body_bytes: warm_up.max_body_bytes,
+        body_read_timeout: warm_up.body_read_timeout,
+        gate: HarborGate::always_open(),
+        verifier: None,
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(server::serve(
+        listener,
+        Transport::Tls(server_config, metrics),
+        service,
+        warm_up.limits,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::ZERO,
+    ));
+    let client = Client::new(
+        pinned,
+        &warm_up.provider,
+        webhook::made_up_review(&warm_up.rules),
+    );
+    let result = async {
+        let http1 = client.admit(addr, Protocol::Http1).await?;
+        let http2 = client.admit(addr, Protocol::Http2).await?;
+        Ok(http1 && http2)
+    }
+    .await;
+    let _ = stop.send(());
+    let _ = serving.await;
+    result
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Http1 => "HTTP/1.1",
+            Self::Http2 => "HTTP/2",
+        }
+    }
+}
+
+/// The warm-up's client: TLS to the served certificate and nothing else.
+struct Client {
+    pinned: Arc<KnownServer>,
+    provider: Arc<CryptoProvider>,
+    review: Vec<u8>,
+}
+
+impl Client {
+    fn new(
+        certificate: CertificateDer<'static>,
+        provider: &Arc<CryptoProvider>,
+        review: Vec<u8>,
+    ) -> Self {
+        Self {
+            review,
+            pinned: Arc::new(KnownServer::exactly(certificate, provider)),
+            provider: Arc::clone(provider),
+        }
+    }
+
+    /// Posts the made-up review the way the API server does; whether the allowed answer
+    /// carried a patch.
+    async fn admit(&self, addr: SocketAddr, protocol: Protocol) -> Result<bool, WarmUpError> {
+        let failed = |message: String| WarmUpError::Exchange {
+            protocol: protocol.name(),
+            message,
+        };
+        let mut config = ClientConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| failed(format!("TLS: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::clone(&self.pinned) as _)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![match protocol {
+            Protocol::Http1 => b"http/1.1".to_vec(),
+            Protocol::Http2 => b"h2".to_vec(),
+        }];
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| failed(format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from("harbor-pilot.warm-up")
+            .map_err(|e| failed(format!("server name: {e}")))?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| failed(format!("TLS: {e}")))?;
+        let request = Request::post(format!(
+            "https://{addr}{}?timeout=10s",
+            webhook::MUTATE_PATH
+        ))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json")
+        .body(Full::new(Bytes::from(self.review.clone())))
+        .map_err(|e| failed(format!("request: {e}")))?;
+        let io = TokioIo::new(tls);
+        let response = match protocol {
+            Protocol::Http1 => {
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| failed(format!("handshake: {e}")))?;
+                tokio::spawn(connection);
+                sender.send_request(request).await
+            }
+            Protocol::Http2 => {
+                let (mut sender, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .map_err(|e| failed(format!("handshake: {e}")))?;
+                tokio::spawn(connection);
+                sender.send_request(request).await
+            }
+        }
+        .map_err(|e| failed(format!("request: {e}")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| failed(format!("answer: {e}")))?
+            .to_bytes();
+        let review = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+        if status == StatusCode::OK && review["response"]["allowed"] == true {
+            Ok(review["response"]["patch"].is_string())
+        } else {
+            Err(WarmUpError::NotAllowed {
+                protocol: protocol.name(),
+                status,
+            })
+        }
+    }
+}
+
+/// Runs on each of the runtime's threads before it takes work: what a thread builds for
+/// itself on first use, built here rather than during the first admission it serves.
+/// - The regex crate's matching state for the reference grammar ([`ImageRef::warm_up`]).
+/// - glibc's heap for the thread: a new thread gets an arena of its own, whose pages
+///   are faulted in as allocations first reach them (measured: ~15 of the first
+///   admission's 19 page faults were the body's buffers, the parse and the answer
+///   landing on fresh pages). Touching 96 KiB in blocks of 16 KiB (each under glibc's
+///   mmap threshold, so they come from this arena; together under its trim threshold, so
+///   freeing them keeps the pages) leaves that much ready for the first requests.
+/// - The thread's stack: the review's deepest frames reached pages never touched before
+///   (the rest of the first admission's faults); 64 KiB of it touched here.
+///
+/// [`ImageRef::warm_up`]: harbor_pilot_core::reference::ImageRef::warm_up
+pub fn runtime_thread_started() {
+    harbor_pilot_core::reference::ImageRef::warm_up();
+    let blocks: Vec<Vec<u8>> = (0..6).map(|_| vec![1_u8; 16 * 1024]).collect();
+    std::hint::black_box(&blocks);
+    touch_stack();
+}
+
+#[inline(never)]
+fn touch_stack() {
+    let mut frame = [1_u8; 64 * 1024];
+    std::hint::black_box(&mut frame);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{LoadedPair, load_pair};
+
+    fn pair(dir: &std::path::Path) -> LoadedPair {
+        let dev = tls::ensure_dev_certs(dir, &tls::provider()).unwrap();
+        load_pair(&dev.paths, &tls::provider()).unwrap()
+    }
+
+    fn warm_up(pair: &LoadedPair, config: &str) -> WarmUp {
+        let config = harbor_pilot_core::config::Config::from_yaml(config).unwrap();
+        WarmUp {
+            store: Arc::new(CertStore::new(pair)),
+            provider: tls::provider(),
+            rules: Arc::new(config.rules),
+            limits: ConnectionLimits::default(),
+            max_body_bytes: 1 << 20,
+            body_read_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn both_protocols_come_back_patched_and_the_rules_memory_is_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = pair(dir.path());
+        let warm_up = warm_up(
+            &pair,
+            "harbor: harbor.example.com\nproxies:\n  ghcr.io: ghcr-proxy\n",
+        );
+        let rules = Arc::clone(&warm_up.rules);
+        assert!(run(warm_up).await.unwrap(), "answered without a patch");
+        assert!(
+            format!("{rules:?}").contains("remembered: 0"),
+            "the warm-up reviewed with a copy: {rules:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_excluded_image_is_answered_allowed_unpatched() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = pair(dir.path());
+        let warm_up = warm_up(
+            &pair,
+            "harbor: harbor.example.com\nproxies: {ghcr.io: ghcr-proxy}\nexclude: ['ghcr.io/**']\n",
+        );
+        assert!(!run(warm_up).await.unwrap(), "answered with a patch");
+    }
+}
