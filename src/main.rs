@@ -9,6 +9,14 @@ use harbor_pilot::cli::{Cli, Command, ExportCommand, PrewarmArgs, ServeArgs};
 use harbor_pilot::{app, commands, shutdown, telemetry};
 use harbor_pilot_core::config::ConfigError;
 
+/// mimalloc instead of glibc's malloc: an admission makes ~45 small allocations (the
+/// pod's strings and maps, the answer), and under glibc they cost 7-10 % of the
+/// server's throughput (per-request CPU time 22.7 -> 20.7 µs for a 3-container pod,
+/// 86 -> 77 µs for 50; README "Performance"). Built without transparent huge pages:
+/// with them an idle process held 31 MiB instead of 18 MiB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let result = match &Cli::parse().command {
         Command::Serve(args) => serve(args),
