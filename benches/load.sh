@@ -103,6 +103,7 @@ h2load_run() {
     *) args+=(-D "$DURATION" --warm-up-time 1) ;;
   esac
   local out="$WORK/$name-$proto-$body-$mode"
+  rm -f "$out.log"  # h2load appends to its log file
   "${PIN_LOAD[@]}" h2load "${args[@]}" -d "$WORK/review-$body.json" \
     -H 'content-type: application/json' --log-file "$out.log" \
     "https://127.0.0.1:$port/mutate" >"$out.out" || die "h2load failed; see $out.out"

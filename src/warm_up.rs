@@ -282,7 +282,8 @@ impl Client {
 /// - The allocator's memory for the thread: each thread allocates from pages of its
 ///   own, faulted in as allocations first reach them (measured with glibc: ~15 of the
 ///   first admission's 19 page faults were the body's buffers, the parse and the answer
-///   landing on fresh pages; with mimalloc 14 without this, none with it). 96 KiB in
+///   landing on fresh pages; none with this; with mimalloc 14-16 without it, 6-10 with
+///   it: mimalloc starts fresh pages for size classes the warm-up did not use). 96 KiB in
 ///   blocks of 16 KiB, allocated, written and freed, stay with the thread for its first
 ///   requests.
 /// - The thread's stack: the review's deepest frames reached pages never touched before
