@@ -1,7 +1,7 @@
 //! One admission over HTTP/1.1 and one over HTTP/2, through the whole server path, before
 //! the webhook port is marked ready.
 //!
-//! [`crate::webhook::warm_up`] runs the review itself once at start, but the first real
+//! `webhook::warm_up` runs the review itself once at start, but the first real
 //! admission still ran code the process had never run: the TLS handshake and record
 //! layer, hyper's connection, the body read, the answer written back, each paying page
 //! faults and cold caches on first use (measured: the first admission after start took
