@@ -194,7 +194,8 @@ impl Webhook {
         metrics.set_cert_not_after(pair.not_after);
         metrics.register_upstreams(config.rules.proxies().map(|(upstream, _)| upstream));
         let store = Arc::new(CertStore::new(&pair));
-        let warm_up_tls = (Arc::clone(&store), Arc::clone(&provider));
+        // The warm-up serves and pins the same certificate.
+        let (warm_up_store, warm_up_provider) = (Arc::clone(&store), Arc::clone(&provider));
         let client_ca = settings
             .client_ca_file
             .as_deref()
@@ -260,10 +261,9 @@ impl Webhook {
             body_read_timeout: settings.body_read_timeout,
             gate,
         });
-        let (store, provider) = warm_up_tls;
         let warm_up = warm_up::run(WarmUp {
-            store,
-            provider,
+            store: warm_up_store,
+            provider: warm_up_provider,
             rules: Arc::clone(&rules),
             limits: settings.limits,
             max_body_bytes: settings.max_body_bytes,
