@@ -156,7 +156,8 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         pinned,
         &warm_up.provider,
         webhook::made_up_review(&warm_up.rules),
-    );
+    )
+    .map_err(|e| setup("client TLS", &e))?;
     let result = async {
         let http1 = client.admit(addr, Protocol::Http1).await?;
         let http2 = client.admit(addr, Protocol::Http2).await?;
@@ -185,9 +186,9 @@ impl Protocol {
 
 /// The warm-up's client: TLS to the served certificate and nothing else.
 struct Client {
-    pinned: Arc<KnownServer>,
-    provider: Arc<CryptoProvider>,
-    review: Vec<u8>,
+    /// Without ALPN; each connection sets the protocol it speaks.
+    tls: ClientConfig,
+    review: Bytes,
 }
 
 impl Client {
@@ -195,12 +196,16 @@ impl Client {
         certificate: CertificateDer<'static>,
         provider: &Arc<CryptoProvider>,
         review: Vec<u8>,
-    ) -> Self {
-        Self {
-            review,
-            pinned: Arc::new(KnownServer::exactly(certificate, provider)),
-            provider: Arc::clone(provider),
-        }
+    ) -> Result<Self, rustls::Error> {
+        let tls = ClientConfig::builder_with_provider(Arc::clone(provider))
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(KnownServer::exactly(certificate, provider)))
+            .with_no_client_auth();
+        Ok(Self {
+            tls,
+            review: Bytes::from(review),
+        })
     }
 
     /// Posts the made-up review the way the API server does; whether the allowed answer
@@ -210,12 +215,7 @@ impl Client {
             protocol: protocol.name(),
             message,
         };
-        let mut config = ClientConfig::builder_with_provider(Arc::clone(&self.provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| failed(format!("TLS: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::clone(&self.pinned) as _)
-            .with_no_client_auth();
+        let mut config = self.tls.clone();
         config.alpn_protocols = vec![match protocol {
             Protocol::Http1 => b"http/1.1".to_vec(),
             Protocol::Http2 => b"h2".to_vec(),
@@ -236,7 +236,7 @@ impl Client {
         ))
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, "application/json")
-        .body(Full::new(Bytes::from(self.review.clone())))
+        .body(Full::new(self.review.clone()))
         .map_err(|e| failed(format!("request: {e}")))?;
         let io = TokioIo::new(tls);
         let response = match protocol {
