@@ -6,6 +6,7 @@
 //! drain.
 
 mod deadlines;
+mod head_bound;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use deadlines::Deadlines;
+use head_bound::HeadBound;
 
 use crate::metrics::{HandshakeFailure, Metrics};
 
@@ -93,9 +95,13 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Largest HTTP/1.1 read buffer, which bounds a request's headers (hyper's default is
-/// about 400 KiB). Bodies stream through it in pieces, whatever their size.
-const MAX_HTTP1_BUFFER: usize = 64 * 1024;
+/// Largest HTTP/1.1 request head (`head_bound`), answered 431 past it.
+const MAX_HTTP1_HEAD_BYTES: usize = 64 * 1024;
+/// Largest HTTP/1.1 read buffer: hyper's default, stated so it cannot drift. Large enough
+/// to read a 50-container review in one piece; hyper refuses a head that does not fit
+/// in it before `head_bound` sees it. A connection may hold a whole body (up to
+/// `max_body_bytes`) anyway, so this is not what bounds its memory.
+const MAX_HTTP1_BUFFER: usize = 8192 + 4096 * 100;
 /// Largest HTTP/2 header block (hyper's default is 16 MiB), the same bound as HTTP/1.1.
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// HTTP/2 streams a client may reset before we got to them (the "rapid reset" attack,
@@ -200,7 +206,7 @@ pub async fn serve(
         }
         let acceptor = acceptor.clone();
         let builder = Arc::clone(&builder);
-        let service = service.clone();
+        let service = HeadBound::new(service.clone(), MAX_HTTP1_HEAD_BYTES, peer);
         // Taken before the handshake, so a drain also waits for connections that are
         // still shaking hands (bounded by the handshake timeout).
         let watcher = graceful.watcher();
