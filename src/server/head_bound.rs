@@ -119,6 +119,39 @@ mod tests {
         );
     }
 
+    /// Through the wrapper with a service that answers 200: the status that comes back.
+    async fn status_through_bound(request: Request<()>) -> StatusCode {
+        use hyper::service::Service as _;
+        let ok = hyper::service::service_fn(|_: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        });
+        let bound = HeadBound::new(ok, 1024, "127.0.0.1:1".parse().unwrap());
+        bound
+            .call(request.map(|()| Body::empty()))
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn only_http1_heads_over_the_bound_are_refused() {
+        assert_eq!(status_through_bound(request(900)).await, StatusCode::OK);
+        assert_eq!(
+            status_through_bound(request(1100)).await,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let mut http10 = request(1100);
+        *http10.version_mut() = Version::HTTP_10;
+        assert_eq!(
+            status_through_bound(http10).await,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        // HTTP/2 header blocks are h2's to bound (max_header_list_size).
+        let mut http2 = request(1100);
+        *http2.version_mut() = Version::HTTP_2;
+        assert_eq!(status_through_bound(http2).await, StatusCode::OK);
+    }
+
     #[test]
     fn oversized_heads_get_431_and_close_the_connection() {
         let response = head_too_large();
