@@ -1,11 +1,12 @@
 //! The bound on an HTTP/1.1 request's head, kept apart from hyper's read buffer.
 //!
 //! Served through hyper-util's auto builder, hyper bounds an HTTP/1.1 head only by its
-//! read buffer (`max_buf_size`), and the same buffer caps every read of the body: a 64 KiB buffer, which bounded heads to 64 KiB,
-//! read a 50-container review in two pieces, at a cost in throughput measured on such
-//! bodies. So the buffer keeps hyper's size and this wrapper answers a head larger than
-//! the bound with 431, as hyper did, before the service sees it. HTTP/2 header blocks
-//! are bounded by h2 itself (`max_header_list_size`).
+//! read buffer (`max_buf_size`), and the same buffer caps every read of the body: a
+//! 64 KiB buffer, which bounded heads to 64 KiB, read a 50-container review in two
+//! pieces, at a cost in throughput measured on such bodies. So the buffer keeps hyper's
+//! size and this wrapper answers a head larger than the bound with 431, as hyper did,
+//! before the service sees it. HTTP/2 header blocks are bounded by h2 itself
+//! (`max_header_list_size`).
 //!
 //! hyper 1.12's `http1::Builder::max_header_size` is this bound inside hyper, but the
 //! auto builder (hyper-util 0.1.21, which serves both protocols on one port) does not
