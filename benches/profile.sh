@@ -9,14 +9,15 @@
 #   D1 read/write  first-level data-cache misses on reads and on writes
 #
 # One connection, one request at a time (h2load -c 1 -m 1), after 50 warm-up requests
-# that are not counted. On this machine a first-level miss costs roughly as much as a
-# dozen instructions, which is why a server with fewer instructions can still be slower.
+# that are not counted. A first-level miss that the second level serves costs about a
+# dozen cycles, the time of several instructions: a server that runs fewer instructions
+# can still be the slower one.
 #
 #   benches/profile.sh                     3-container body, HTTP/1.1 and HTTP/2
 #   BODY=50 REQUESTS=100 benches/profile.sh
 #
-# Needs: cargo, python3, valgrind (Debian valgrind) and h2load (Debian nghttp2-client),
-# both installed if missing. The callgrind files stay in target/profile/ for
+# Needs: cargo, python3, curl, valgrind (Debian valgrind) and h2load (Debian
+# nghttp2-client); the last two are installed if missing. The callgrind files stay in target/profile/ for
 # `callgrind_annotate --auto=no --inclusive=yes target/profile/<server>-<proto>.callgrind`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +63,7 @@ h2load_run() { # proto count
   [ "$1" = h1 ] && args=(--h1 "${args[@]}")
   h2load "${args[@]}" -d "$WORK/review-$BODY.json" -H 'content-type: application/json' \
     "https://127.0.0.1:$PORT/mutate" >"$WORK/h2load.out" || die "h2load failed; see $WORK/h2load.out"
-  grep -q "$2 succeeded" "$WORK/h2load.out" || die "not every request succeeded; see $WORK/h2load.out"
+  grep -q ", $2 succeeded" "$WORK/h2load.out" || die "not every request succeeded; see $WORK/h2load.out"
 }
 
 # The responder writes the development certificate the others serve; it runs first.
@@ -80,13 +81,14 @@ profile() { # server proto
     >/dev/null 2>"$WORK/$server-$proto.log" &
   pid=$!
   # Under valgrind start-up takes seconds (harbor-pilot's warm-up admissions among it).
-  for _ in $(seq 600); do
+  for i in $(seq 600); do
     if [ "$server" = harbor-pilot ]; then
       [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/readyz")" = 200 ] && break
     else
       (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
     fi
     kill -0 "$pid" 2>/dev/null || die "$server exited; see $WORK/$server-$proto.log"
+    [ "$i" -lt 600 ] || die "$server not ready after 2 minutes; see $WORK/$server-$proto.log"
     sleep 0.2
   done
   h2load_run "$proto" 50
