@@ -84,6 +84,10 @@ async fn what_was_prewarmed_still_pulls_when_the_upstream_is_down() {
     // Not a terminal: one plain progress line per image.
     assert!(stderr.contains("prewarm [1/1]"), "{stderr}");
 
+    // Every blob the prewarm pulled lands in the cache, in the cache's own time.
+    for (digest, _) in app.platforms.iter().flat_map(|p| &p.blobs) {
+        standin.wait_until_cached("library/app", digest).await;
+    }
     standin.stop_upstream();
     // The index, each platform's manifest and every blob: from Harbor's cache, intact.
     let (status, body) = standin

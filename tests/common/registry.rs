@@ -220,6 +220,36 @@ http {{
         self.upstream = None;
     }
 
+    /// Waits, at most 30 s, until the pull-through cache holds blob `digest` of
+    /// `repository` (as the cache names it: `library/app`). docker-registry's proxy
+    /// stores a blob it serves in a goroutine of its own, which fetches the blob from
+    /// the upstream a second time, so a client's pull can end before the cache holds
+    /// what was pulled (Harbor, too, caches after serving); on a loaded machine the
+    /// upstream was once stopped in between. A blob never pulled is never cached: this
+    /// fails then, naming it.
+    pub async fn wait_until_cached(&self, repository: &str, digest: &str) {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        // The repository's link to the blob is written after the blob itself: once it
+        // exists, the cache serves the blob without the upstream.
+        let link = self
+            .dir
+            .path()
+            .join("proxy/docker/registry/v2/repositories")
+            .join(repository)
+            .join("_layers/sha256")
+            .join(hex)
+            .join("link");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !link.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cache did not store {repository}@{digest} within 30 s (no {})",
+                link.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Kills nginx: Harbor is down, connections are refused.
     pub fn stop(&mut self) {
         self.nginx = None;
