@@ -133,10 +133,13 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         .map_err(|e| setup("listener", &e))?;
     let addr = listener.local_addr().map_err(|e| setup("listener", &e))?;
     let metrics = Metrics::new().map_err(|e| setup("metrics", &e))?;
+    let review = webhook::made_up_review(&warm_up.rules);
     let service = webhook::service(WebhookState {
         rules: Arc::new(CachedRules::clone(&warm_up.rules)),
         metrics: metrics.clone(),
-        max_body_bytes: warm_up.max_body_bytes,
+        // Raised to the made-up review's size under a smaller --max-body-bytes: the
+        // limit is a number the same code compares, not a path of its own.
+        max_body_bytes: warm_up.max_body_bytes.max(review.len()),
         body_read_timeout: warm_up.body_read_timeout,
         gate: HarborGate::always_open(),
         verifier: None,
@@ -152,12 +155,8 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         },
         Duration::ZERO,
     ));
-    let client = Client::new(
-        pinned,
-        &warm_up.provider,
-        webhook::made_up_review(&warm_up.rules),
-    )
-    .map_err(|e| setup("client TLS", &e))?;
+    let client =
+        Client::new(pinned, &warm_up.provider, review).map_err(|e| setup("client TLS", &e))?;
     let result = async {
         let http1 = client.admit(addr, Protocol::Http1).await?;
         let http2 = client.admit(addr, Protocol::Http2).await?;
@@ -345,6 +344,57 @@ mod tests {
             format!("{rules:?}").contains("remembered: 0"),
             "the warm-up reviewed with a copy: {rules:?}"
         );
+    }
+
+    #[test]
+    fn the_made_up_pod_is_read_whole_and_spans_more_than_one_tls_record() {
+        use harbor_pilot_core::admission::{self, Harbor, Outcome};
+        use harbor_pilot_core::verdict::Verdict;
+        let config = harbor_pilot_core::config::Config::from_yaml(
+            "harbor: harbor.example.com\nproxies:\n  ghcr.io: ghcr-proxy\n",
+        )
+        .unwrap();
+        let body = webhook::made_up_review(&config.rules);
+        // 16 KiB is the largest TLS record: a body past it arrives in several.
+        assert!(body.len() > 16 * 1024, "{} bytes", body.len());
+        let incoming = admission::parse_review(&body).unwrap();
+        assert_eq!(incoming.object_error, None);
+        let reviewed = admission::review(
+            &incoming,
+            &config.rules,
+            Harbor::Available,
+            &harbor_pilot_core::patch::all_served,
+        );
+        assert_eq!(reviewed.outcome, Outcome::Rewritten);
+        let rewritten: Vec<&str> = reviewed
+            .changes
+            .iter()
+            .filter(|c| matches!(c.verdict, Verdict::Rewrite(_)))
+            .map(|c| c.slot.image)
+            .collect();
+        let digest = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            rewritten,
+            [
+                "ghcr.io/warm-up/init:1".to_owned(),
+                "ghcr.io/warm-up/app:1".to_owned(),
+                format!("ghcr.io/warm-up/sidecar:1@sha256:{digest}"),
+            ],
+            "every container but the unproxied pause, init container first"
+        );
+        assert_eq!(reviewed.changes.len(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_limit_below_the_made_up_review_does_not_fail_the_warm_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = pair(dir.path());
+        let mut warm_up = warm_up(
+            &pair,
+            "harbor: harbor.example.com\nproxies:\n  ghcr.io: ghcr-proxy\n",
+        );
+        warm_up.max_body_bytes = 1024;
+        assert!(run(warm_up).await.unwrap(), "answered without a patch");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
