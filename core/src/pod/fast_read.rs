@@ -11,15 +11,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::{ContainerImage, OWN_KEY_PREFIX, PodImages, PodSpecImages, VolumeImage};
 use crate::json::{Read, Reader, Seen};
 
-/// A pod object, or `None` for `null`.
-pub(crate) fn read_pod(reader: &mut Reader<'_>) -> Read<Option<PodImages>> {
+/// A pod object, or `None` for `null`. Read into its box, metadata in place: the
+/// pod is 512 bytes, and each move of it is a copy.
+pub(crate) fn read_pod(reader: &mut Reader<'_>) -> Read<Option<Box<PodImages>>> {
     if reader.null()? {
         return Ok(None);
     }
-    let mut pod = PodImages {
-        metadata_missing: true,
-        ..PodImages::default()
-    };
+    let mut pod = Box::<PodImages>::default();
+    pod.metadata_missing = true;
     let mut seen = Seen::default();
     let mut object = reader.object()?;
     while let Some(key) = object.next_key(reader)? {
@@ -34,10 +33,7 @@ pub(crate) fn read_pod(reader: &mut Reader<'_>) -> Read<Option<PodImages>> {
             }
             "metadata" => {
                 seen.first(2)?;
-                if let Some(metadata) = read_metadata(reader)? {
-                    pod.metadata = metadata;
-                    pod.metadata_missing = false;
-                }
+                pod.metadata_missing = !read_metadata(reader, &mut pod.metadata)?;
             }
             "spec" => {
                 seen.first(3)?;
@@ -51,11 +47,11 @@ pub(crate) fn read_pod(reader: &mut Reader<'_>) -> Read<Option<PodImages>> {
     Ok(Some(pod))
 }
 
-fn read_metadata(reader: &mut Reader<'_>) -> Read<Option<ObjectMeta>> {
+/// Reads `metadata` into `metadata`, still its default; `false` for `null`.
+fn read_metadata(reader: &mut Reader<'_>, metadata: &mut ObjectMeta) -> Read<bool> {
     if reader.null()? {
-        return Ok(None);
+        return Ok(false);
     }
-    let mut metadata = ObjectMeta::default();
     let mut seen = Seen::default();
     let mut object = reader.object()?;
     while let Some(key) = object.next_key(reader)? {
@@ -87,7 +83,7 @@ fn read_metadata(reader: &mut Reader<'_>) -> Read<Option<ObjectMeta>> {
             _ => reader.skip()?,
         }
     }
-    Ok(Some(metadata))
+    Ok(true)
 }
 
 /// `null`, or an object of strings of which harbor-pilot's keys are kept (a key given
