@@ -9,13 +9,21 @@
 #                 own server layer (axum, server::serve): what that layer costs
 #   harbor-pilot  `harbor-pilot serve` with config/example.yaml, rewriting every image
 #
-# Two measurements per body and protocol: saturated throughput (h1: 4 connections;
-# h2: 4 connections x 8 streams) and latency at a fixed 1,000 requests/s, where latency
-# is service time rather than queueing. Servers run on CPU 0 and h2load on CPU 1;
-# rounds alternate the servers and the report takes medians. Also reported:
-# harbor-pilot's peak RSS and its first admission after start against later ones.
+# Three measurements per body and protocol:
+#   saturated  throughput (h1: 4 connections; h2: 4 connections x 8 streams)
+#   rate       latency at a fixed 1,000 requests/s, one request at a time, evenly
+#              spaced on one connection: the service time, without queueing (an API
+#              server sends each admission as its pod comes)
+#   burst      latency at the same total rate over the saturated runs' connections and
+#              streams. h2load's per-connection timers fire together, so requests come
+#              in bursts (h1: 4 at once; h2: 8 streams at once per connection) and wait
+#              for each other: queueing included. Kept next to `rate` because the
+#              earlier runs measured latency this way.
+# Servers run on CPU 0 and h2load on CPU 1; rounds alternate the servers and the report
+# takes medians. Also reported: harbor-pilot's peak RSS and its first admission after
+# start against later ones.
 #
-#   benches/load.sh                        3 rounds of 5 s per measurement (~8 minutes)
+#   benches/load.sh                        3 rounds of 5 s per measurement (~12 minutes)
 #   ROUNDS=5 DURATION=10 benches/load.sh   longer
 #
 # Needs: cargo, python3, h2load (Debian nghttp2-client: installed if missing), taskset.
@@ -25,7 +33,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}    # seconds per measurement
-RATE=${RATE:-1000}         # requests/s of the latency runs, spread over 4 connections
+RATE=${RATE:-1000}         # requests/s of the latency runs
 WORK=target/load
 MIN_PORT=19441 NULL_PORT=19442 PILOT_PORT=19443 ADMIN_PORT=19080
 
@@ -99,7 +107,9 @@ h2load_run() {
   case $proto in h1) args=(--h1 -c 4 -m 1) ;; h2) args=(-c 4 -m 8) ;; esac
   case $mode in
     first) args=(--h1 -c 1 -m 1 -n 1) ;;
-    rate) args+=(--rps "$((RATE / 4))" -D "$DURATION" --warm-up-time 1) ;;
+    rate) args=(-c 1 -m 1 --rps "$RATE" -D "$DURATION" --warm-up-time 1)
+      [ "$proto" = h1 ] && args=(--h1 "${args[@]}") ;;
+    burst) args+=(--rps "$((RATE / 4))" -D "$DURATION" --warm-up-time 1) ;;
     *) args+=(-D "$DURATION" --warm-up-time 1) ;;
   esac
   local out="$WORK/$name-$proto-$body-$mode"
@@ -141,7 +151,7 @@ done
 for round in $(seq "$ROUNDS"); do
   for body in 3 50; do
     for proto in h1 h2; do
-      for mode in saturated rate; do
+      for mode in saturated rate burst; do
         echo "round $round/$ROUNDS: $body containers, $proto, $mode" >&2
         # Alternating the order each round, so drift on a shared machine hits all alike.
         servers=("minimal $MIN_PORT" "responder $NULL_PORT" "harbor-pilot $PILOT_PORT")
