@@ -55,7 +55,7 @@ impl<'a> Reader<'a> {
     /// A reader at the start of `bytes`. Bytes that are not UTF-8 are declined as a
     /// whole (serde_json accepts them in strings it skips, and answers them itself).
     pub fn new(bytes: &'a [u8]) -> Read<Self> {
-        let text = std::str::from_utf8(bytes).map_err(|_| Decline)?;
+        let text = simdutf8::basic::from_utf8(bytes).map_err(|_| Decline)?;
         Ok(Self {
             text,
             bytes,
