@@ -253,14 +253,14 @@ impl Webhook {
             .verify
             .map(|settings| Verifier::new(settings, metrics.clone()))
             .transpose()?;
-        let service = webhook::service(WebhookState {
+        let state = WebhookState {
             verifier,
             rules: Arc::clone(&rules),
             metrics: metrics.clone(),
             max_body_bytes: settings.max_body_bytes,
             body_read_timeout: settings.body_read_timeout,
             gate,
-        });
+        };
         let warm_up = warm_up::run(WarmUp {
             store: warm_up_store,
             provider: warm_up_provider,
@@ -273,16 +273,14 @@ impl Webhook {
             tracing::warn!(%error, "warm-up admission failed; the first admission may be slower");
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(
+        let task = webhook::spawn_server(
             listener,
             Transport::Tls(tls_config, metrics),
-            service,
+            state,
             settings.limits,
-            async {
-                let _ = stopped.await;
-            },
+            stopped,
             settings.drain_timeout,
-        ));
+        );
         admin.readiness().set(true);
         tracing::info!(%addr, path = webhook::MUTATE_PATH, "webhook listening");
         Ok(Self {

@@ -134,7 +134,7 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
     let addr = listener.local_addr().map_err(|e| setup("listener", &e))?;
     let metrics = Metrics::new().map_err(|e| setup("metrics", &e))?;
     let review = webhook::made_up_review(&warm_up.rules);
-    let service = webhook::service(WebhookState {
+    let state = WebhookState {
         rules: Arc::new(CachedRules::clone(&warm_up.rules)),
         metrics: metrics.clone(),
         // Raised to the made-up review's size under a smaller --max-body-bytes: the
@@ -143,18 +143,16 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         body_read_timeout: warm_up.body_read_timeout,
         gate: HarborGate::always_open(),
         verifier: None,
-    });
+    };
     let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(server::serve(
+    let serving = webhook::spawn_server(
         listener,
         Transport::Tls(server_config, metrics),
-        service,
+        state,
         warm_up.limits,
-        async {
-            let _ = stopped.await;
-        },
+        stopped,
         Duration::ZERO,
-    ));
+    );
     let client =
         Client::new(pinned, &warm_up.provider, review).map_err(|e| setup("client TLS", &e))?;
     let result = async {

@@ -9,7 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,9 +22,12 @@ use harbor_pilot_core::verdict::{Served, Verdict};
 use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
 use kube::core::admission::AdmissionResponse;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, Rejection};
-use crate::server::HttpService;
+use crate::server::{self, ConnectionLimits, HttpService, Transport};
 use crate::verify::Verifier;
 use harbor_pilot_core::admission::{self, Harbor, Incoming, Outcome};
 use harbor_pilot_core::gate::HarborGate;
@@ -254,6 +257,35 @@ pub fn service(state: WebhookState) -> impl HttpService {
             Either::Right(others.call(request))
         }
     })
+}
+
+/// Serves the webhook on `listener` until `stop` fires (or its sender is dropped),
+/// then drains for at most `drain`; see [`server::serve`]. The webhook port and the
+/// warm-up both start their server here, and only here: the generic server code
+/// (accept loop, connection task, hyper and rustls) is then compiled once, in this
+/// module, and the warm-up runs the very machine code the port runs later. Started
+/// from two modules, each had its own copy (the compiler instantiates generics per
+/// codegen unit), and the first real admission ran ~750 cache lines of connection code
+/// for the first time (counted under callgrind).
+#[inline(never)]
+pub fn spawn_server(
+    listener: TcpListener,
+    transport: Transport,
+    state: WebhookState,
+    limits: ConnectionLimits,
+    stop: oneshot::Receiver<()>,
+    drain: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(server::serve(
+        listener,
+        transport,
+        service(state),
+        limits,
+        async {
+            let _ = stop.await;
+        },
+        drain,
+    ))
 }
 
 /// JSON answers for what is not `POST /mutate`: 405 on the path, 404 elsewhere.
