@@ -351,12 +351,11 @@ fn oci_reference(input: &str) -> Result<Reference, OciParseError> {
     if !input.is_ascii() {
         return Err(OciParseError::ReferenceInvalidFormat);
     }
-    let captures = grammar
-        .captures(input)
-        .ok_or(OciParseError::ReferenceInvalidFormat)?;
-    let name = captures.get(1).map_or("", |m| m.as_str());
-    let tag = captures.get(2).map(|m| m.as_str().to_owned());
-    let digest = captures.get(3).map(|m| m.as_str().to_owned());
+    if !grammar.is_match(input) {
+        return Err(OciParseError::ReferenceInvalidFormat);
+    }
+    let (name, tag, digest) = grammar_parts(input);
+    let (tag, digest) = (tag.map(str::to_owned), digest.map(str::to_owned));
     let (registry, repository) = oci_split_domain(name);
     if repository.len() > MAX_PATH_LEN {
         return Err(OciParseError::NameTooLong);
@@ -386,6 +385,22 @@ fn oci_reference(input: &str) -> Result<Reference, OciParseError> {
             tag.unwrap_or_else(|| "latest".to_owned()),
         ),
     })
+}
+
+/// The name, tag and digest of `input`, which matches [`OCI_GRAMMAR`]: what its three
+/// capture groups hold, found without them. Capturing runs a backtracking search (~9k
+/// instructions for a reference, measured under callgrind; the match alone ~1k), and a
+/// matched string splits only one way: `@` appears nowhere but before the digest, and
+/// `:` in a name only before a host's port, which a `/` follows; a tag has neither.
+fn grammar_parts(input: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (before_digest, digest) = match input.split_once('@') {
+        Some((before, digest)) => (before, Some(digest)),
+        None => (input, None),
+    };
+    match before_digest.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, Some(tag), digest),
+        _ => (before_digest, None, digest),
+    }
 }
 
 /// oci-spec's `split_domain`: the registry and the repository of a matched name.
@@ -541,6 +556,59 @@ mod tests {
 
     use super::*;
     use rstest::rstest;
+
+    /// Every input of the recorded corpus, and each with a tag and a digest added.
+    fn corpus() -> Vec<String> {
+        include_str!("../../tests/fixtures/image-refs.jsonl")
+            .lines()
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                record["input"].as_str().unwrap().to_owned()
+            })
+            .flat_map(|input| {
+                [
+                    format!("{input}:v1.2_x-y"),
+                    format!("{input}@{DIGEST}"),
+                    format!("{input}:7@{DIGEST}"),
+                    input,
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_parts_are_what_the_capture_groups_hold() {
+        let grammar = RegexBuilder::new(OCI_GRAMMAR)
+            .unicode(false)
+            .build()
+            .unwrap();
+        let mut matched = 0;
+        for input in corpus() {
+            let Some(captures) = grammar.captures(&input) else {
+                continue;
+            };
+            matched += 1;
+            let group = |i| captures.get(i).map(|m| m.as_str());
+            assert_eq!(
+                grammar_parts(&input),
+                (group(1).unwrap_or(""), group(2), group(3)),
+                "{input}"
+            );
+        }
+        // Enough of the corpus matches for the comparison to mean something.
+        assert!(matched > 1000, "{matched}");
+    }
+
+    #[test]
+    fn the_corpus_reads_as_oci_spec_reads_it() {
+        for input in corpus().iter().filter(|input| input.is_ascii()) {
+            assert_eq!(
+                format!("{:?}", oci_reference(input)),
+                format!("{:?}", Reference::from_str(input)),
+                "{input}"
+            );
+        }
+    }
 
     const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
