@@ -245,7 +245,7 @@ pub(crate) fn made_up_review(rules: &CachedRules) -> Vec<u8> {
 /// to [`other_requests`]. Every admission comes this way, and going through an axum
 /// router (path match, URL-parameter map, boxed service, futures and body) was 8 of an
 /// admission's 60 allocations.
-pub fn service(state: WebhookState) -> impl HttpService {
+fn service(state: WebhookState) -> impl HttpService {
     let state = Arc::new(state);
     let others = TowerToHyperService::new(other_requests());
     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
