@@ -272,14 +272,6 @@ impl Webhook {
         if let Err(error) = warm_up.await {
             tracing::warn!(%error, "warm-up admission failed; the first admission may be slower");
         }
-        // The warm-ups registered the request path's log callsites while their
-        // drop-everything subscribers existed, and tracing caches each callsite's
-        // interest over every subscriber alive then: "always" from ours and "never" from
-        // those made "sometimes", so every event, enabled or not, asked the filter
-        // again (for a rewriting admission's INFO line ~120 instructions and ~13
-        // instruction-cache misses, by callgrind). Those subscribers are gone now; this
-        // recomputes the interest without them.
-        tracing::callsite::rebuild_interest_cache();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = webhook::spawn_server(
             listener,

@@ -34,6 +34,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::metrics::Metrics;
 use crate::server::{self, ConnectionLimits, Transport};
+use crate::telemetry;
 use crate::tls::{self, CertStore, KnownServer};
 use crate::webhook::{self, WebhookState};
 
@@ -93,10 +94,7 @@ pub async fn run(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         .spawn(move || {
             // Everything below runs on this thread (a current-thread runtime), so this
             // subscriber sees all its events: none is logged.
-            let result = tracing::subscriber::with_default(
-                tracing::subscriber::NoSubscriber::default(),
-                || on_this_thread(warm_up),
-            );
+            let result = telemetry::without_logging(|| on_this_thread(warm_up));
             let _ = done.send(result);
         })
         .map_err(|e| WarmUpError::Setup(format!("thread: {e}")))?;

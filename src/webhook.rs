@@ -73,7 +73,7 @@ pub(crate) fn warm_up(rules: &CachedRules) {
         // subscriber that drops everything, so no line is written; registration is
         // global, so the real subscriber learns of the callsites all the same.
         let (namespace, name) = incoming.namespace_and_name();
-        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        crate::telemetry::without_logging(|| {
             log_review(&reviewed, &incoming, namespace, name);
         });
     }
