@@ -2,6 +2,7 @@
 //! also when a test fails), and [`Serve`] for `harbor-pilot serve` with its JSON log
 //! read line by line.
 
+use std::collections::BTreeSet;
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -173,12 +174,28 @@ impl Drop for Proc {
 
 /// A port that was free a moment ago. The processes here cannot take an open socket,
 /// so a start that loses the port to someone else is retried with another.
+///
+/// No port is given twice in one test binary: its tests run in parallel, and a port
+/// released here can be the kernel's next answer to another test before this one's
+/// server binds it. The stand-in's nginx once lost its port that way to another test's
+/// registry; `wait_listening` saw the port open and the test talked to the wrong
+/// server (a certificate from the other test's CA: `BadSignature`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 pub fn wait_listening(process: &mut Proc, port: u16, log: &Path) -> bool {
