@@ -39,13 +39,8 @@ MIN_PORT=19441 NULL_PORT=19442 PILOT_PORT=19443 ADMIN_PORT=19080
 
 die() { echo "benches/load.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed for the report"
-if ! command -v h2load >/dev/null; then
-  command -v apt-get >/dev/null || die "h2load is missing (Debian package nghttp2-client)"
-  echo "benches/load.sh: installing nghttp2-client (h2load)" >&2
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null \
-    || die "could not install nghttp2-client (h2load)"
-fi
+. benches/common.sh
+install_missing benches/load.sh h2load:nghttp2-client
 
 # Two builds: examples bring in the dev-dependencies, whose features (harbor-pilot-core's
 # `fuzzing` among them) cargo unifies into anything built in the same invocation. Built
@@ -59,16 +54,8 @@ cargo build --release --locked --bin harbor-pilot
 rm -rf "$WORK" && mkdir -p "$WORK"
 target/release/examples/load_bodies "$WORK" >/dev/null
 
-PIN_SERVER=() PIN_LOAD=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
-else
-  echo "benches/load.sh: fewer than 2 CPUs or no taskset: servers and load share CPUs" >&2
-fi
-
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+pin_cpus benches/load.sh
+trap kill_pids_at_exit EXIT
 
 wait_port() {
   for _ in $(seq 100); do

@@ -29,16 +29,8 @@ PORT=19451 ADMIN_PORT=19081
 
 die() { echo "benches/profile.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed for the report"
-missing=()
-command -v h2load >/dev/null || missing+=(nghttp2-client)
-command -v valgrind >/dev/null || missing+=(valgrind)
-if [ ${#missing[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null || die "missing Debian packages ${missing[*]}"
-  echo "benches/profile.sh: installing ${missing[*]}" >&2
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "could not install ${missing[*]}"
-fi
+. benches/common.sh
+install_missing benches/profile.sh h2load:nghttp2-client valgrind:valgrind
 
 # Line tables (no change to the code generated) so callgrind can name functions; a
 # target directory of its own so the release builds of load.sh stay as they are. Two
