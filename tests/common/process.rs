@@ -177,9 +177,10 @@ impl Drop for Proc {
 ///
 /// No port is given twice in one test binary: its tests run in parallel, and a port
 /// released here can be the kernel's next answer to another test before this one's
-/// server binds it. The stand-in's nginx once lost its port that way to another test's
-/// registry; `wait_listening` saw the port open and the test talked to the wrong
-/// server (a certificate from the other test's CA: `BadSignature`).
+/// server binds it. The stand-in's nginx can lose its port that way to another test's
+/// registry; `wait_listening` then sees the port open and the test talks to the wrong
+/// server (a certificate from the other test's CA: a fresh-clone CI run failed
+/// tests/prewarm.rs with `BadSignature`, which nothing else here explains).
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
     loop {
