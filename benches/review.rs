@@ -41,10 +41,16 @@ fn full_review(c: &mut Criterion) {
     group.finish();
 }
 
-/// The stages of the 3-container review apart, next to what the load benchmark's
-/// minimal webhook does with the same body (read all of it for the uid, answer
-/// `allowed`): where the difference between the two servers comes from.
+/// The stages of the 3- and 50-container reviews apart, next to what the load
+/// benchmark's minimal webhook does with the same body (read all of it for the uid,
+/// answer `allowed`): where the difference between the two servers comes from.
 fn stages(c: &mut Criterion) {
+    for containers in [3, 50] {
+        stages_of(c, containers);
+    }
+}
+
+fn stages_of(c: &mut Criterion, containers: usize) {
     #[derive(serde::Deserialize)]
     struct Minimal {
         request: MinimalUid,
@@ -56,7 +62,7 @@ fn stages(c: &mut Criterion) {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml"))
         .expect("example config");
     let rules = Config::from_yaml(&text).expect("valid").rules;
-    let body = support::review_body(3);
+    let body = support::review_body(containers);
     let incoming = parse_review(&body).expect("valid review");
     let reviewed = review(
         &incoming,
@@ -64,7 +70,7 @@ fn stages(c: &mut Criterion) {
         Harbor::Available,
         &harbor_pilot_core::patch::all_served,
     );
-    let mut group = c.benchmark_group("stages-3");
+    let mut group = c.benchmark_group(format!("stages-{containers}"));
     group.bench_function("minimal-webhook", |b| {
         b.iter(|| {
             let review: Minimal = serde_json::from_slice(black_box(&body)).expect("valid");
