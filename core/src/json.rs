@@ -543,25 +543,14 @@ fn unicode_escape_end(bytes: &[u8], pos: usize) -> Read<usize> {
 /// The position of the next `"`, `\` or control character from `pos` (or the end).
 #[inline(always)]
 fn advance_to_special(bytes: &[u8], mut pos: usize) -> usize {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-    // Eight bytes at a time: a byte below 0x20, a `"` or a `\` sets its high bit in
-    // `special` (bytes from 0x80 never do). The lowest flagged byte is always a real
-    // one, which is all that is used.
-    while let Some(chunk) = bytes.get(pos..pos + 8) {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let control = word.wrapping_sub(ONES * 0x20) & !word;
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let quote = quote.wrapping_sub(ONES) & !quote;
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        let backslash = backslash.wrapping_sub(ONES) & !backslash;
-        let special = (control | quote | backslash) & HIGH;
+    // Sixteen bytes at a time while there are sixteen left: most strings of a pod
+    // (keys, names, short values; 11 bytes on average) end within the first chunk.
+    while let Some(chunk) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<16>) {
+        let special = specials_in_chunk(chunk);
         if special != 0 {
-            return pos + (special.trailing_zeros() / 8) as usize;
+            return pos + special.trailing_zeros() as usize;
         }
-        pos += 8;
+        pos += 16;
     }
     while let Some(&byte) = bytes.get(pos) {
         if byte < 0x20 || byte == b'"' || byte == b'\\' {
@@ -570,6 +559,68 @@ fn advance_to_special(bytes: &[u8], mut pos: usize) -> usize {
         pos += 1;
     }
     pos
+}
+
+/// Bits for the 16-byte `chunk`, lowest for its first byte: the lowest set bit marks
+/// its first `"`, `\\` or control character (below 0x20); no bit is set without one.
+#[inline(always)]
+fn specials_in_chunk(chunk: &[u8; 16]) -> u32 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return specials_sse2(chunk);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return specials_swar(chunk);
+}
+
+/// [`specials_in_chunk`] with SSE2 (every x86-64 CPU has it): all sixteen bytes
+/// compared at once, every special byte's bit set. Against the eight-bytes-at-a-time
+/// [`specials_swar`], a whole review 1.4 % faster for 1 container, 2.5 % for 3 and
+/// 4.2 % for 50 (criterion): most strings end in the first chunk instead of the second.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn specials_sse2(chunk: &[u8; 16]) -> u32 {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i,
+    };
+    let chunk = load_unaligned_m128i(chunk);
+    let quote = cmp_eq_mask_i8_m128i(chunk, set_splat_i8_m128i(b'"' as i8));
+    let backslash = cmp_eq_mask_i8_m128i(chunk, set_splat_i8_m128i(b'\\' as i8));
+    // Unsigned: min(byte, 0x1f) == byte exactly for the bytes below 0x20.
+    let control = cmp_eq_mask_i8_m128i(min_u8_m128i(chunk, set_splat_i8_m128i(0x1f)), chunk);
+    // 16 bits, one per byte.
+    move_mask_i8_m128i(quote | backslash | control).cast_unsigned()
+}
+
+/// [`specials_in_chunk`] without vector instructions, eight bytes at a time in a
+/// `u64`, only the lowest bit set: a byte below 0x20, a `"` or a `\\` sets its high bit
+/// in `special` (bytes from 0x80 never do), but a borrow may carry a false alarm into
+/// the bytes after the first real one.
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2"),
+    allow(
+        dead_code,
+        reason = "tested against specials_sse2 here, used elsewhere"
+    )
+)]
+#[inline(always)]
+fn specials_swar(chunk: &[u8; 16]) -> u32 {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    for (half, bytes) in chunk.chunks_exact(8).enumerate() {
+        let mut word = [0; 8];
+        word.copy_from_slice(bytes);
+        let word = u64::from_le_bytes(word);
+        let control = word.wrapping_sub(ONES * 0x20) & !word;
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let quote = quote.wrapping_sub(ONES) & !quote;
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let backslash = backslash.wrapping_sub(ONES) & !backslash;
+        let special = (control | quote | backslash) & HIGH;
+        if special != 0 {
+            return 1 << (half * 8 + (special.trailing_zeros() / 8) as usize);
+        }
+    }
+    0
 }
 
 impl Object {
@@ -666,6 +717,55 @@ mod tests {
             return false;
         };
         reader.skip().is_ok() && reader.end().is_ok()
+    }
+
+    /// Where the first special byte of `chunk` is, byte by byte.
+    fn first_special(chunk: &[u8; 16]) -> Option<u32> {
+        (0u32..)
+            .zip(chunk)
+            .find(|&(_, &b)| b < 0x20 || b == b'"' || b == b'\\')
+            .map(|(at, _)| at)
+    }
+
+    fn lowest_bit(mask: u32) -> Option<u32> {
+        (mask != 0).then(|| mask.trailing_zeros())
+    }
+
+    #[test]
+    fn every_byte_at_every_place_of_a_chunk_is_told_special_or_not() {
+        // Fillers from each range the word-wise check treats apart.
+        for filler in [b'a', b' ', 0x7f, 0x80, 0xff, b'!', b'#', b']'] {
+            for byte in 0..=u8::MAX {
+                for at in 0..16 {
+                    let mut chunk = [filler; 16];
+                    chunk[at] = byte;
+                    let expected = first_special(&chunk);
+                    assert_eq!(lowest_bit(specials_swar(&chunk)), expected, "{chunk:?}");
+                    assert_eq!(lowest_bit(specials_in_chunk(&chunk)), expected, "{chunk:?}");
+                }
+            }
+        }
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[test]
+    fn sse2_marks_each_special_byte_of_a_chunk() {
+        let chunk = *b"a\"b\\c\x1fd\x00\xffe\x20\x7f\x80\"\tz";
+        let expected = (0..16).fold(0, |mask, at| {
+            let b = chunk[at];
+            mask | u32::from(b < 0x20 || b == b'"' || b == b'\\') << at
+        });
+        assert_eq!(specials_sse2(&chunk), expected);
+        assert_eq!(expected, 0b0110_0000_1010_1010);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_first_special_byte_of_any_chunk_is_found(chunk: [u8; 16]) {
+            let expected = first_special(&chunk);
+            proptest::prop_assert_eq!(lowest_bit(specials_swar(&chunk)), expected);
+            proptest::prop_assert_eq!(lowest_bit(specials_in_chunk(&chunk)), expected);
+        }
     }
 
     #[rstest::rstest]
