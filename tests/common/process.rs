@@ -68,10 +68,17 @@ impl Serve {
         }
     }
 
-    /// Every log line so far (without waiting).
+    /// Every log line so far. The server writes its lines out every 50 ms
+    /// (`telemetry::buffer::FLUSH_INTERVAL`), so a line logged just before this call
+    /// may still be on its way: this reads until none has come for four times that
+    /// (or for at most 5 s of lines).
     pub fn drain_logs(&mut self) -> &[Value] {
-        while let Ok(line) = self.logs.try_recv() {
-            self.seen.push(line);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.logs.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => break,
+            }
         }
         &self.seen
     }
