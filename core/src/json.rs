@@ -562,7 +562,7 @@ fn advance_to_special(bytes: &[u8], mut pos: usize) -> usize {
 }
 
 /// Bits for the 16-byte `chunk`, lowest for its first byte: the lowest set bit marks
-/// its first `"`, `\\` or control character (below 0x20); no bit is set without one.
+/// its first `"`, `\` or control character (below 0x20); no bit is set without one.
 #[inline(always)]
 fn specials_in_chunk(chunk: &[u8; 16]) -> u32 {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -592,7 +592,7 @@ fn specials_sse2(chunk: &[u8; 16]) -> u32 {
 }
 
 /// [`specials_in_chunk`] without vector instructions, eight bytes at a time in a
-/// `u64`, only the lowest bit set: a byte below 0x20, a `"` or a `\\` sets its high bit
+/// `u64`, only the lowest bit set: a byte below 0x20, a `"` or a `\` sets its high bit
 /// in `special` (bytes from 0x80 never do), but a borrow may carry a false alarm into
 /// the bytes after the first real one.
 #[cfg_attr(
