@@ -13,7 +13,8 @@
 #   saturated  throughput (h1: 4 connections; h2: 4 connections x 8 streams)
 #   rate       latency at a fixed 1,000 requests/s, one request at a time, evenly
 #              spaced on one connection: the service time, without queueing (an API
-#              server sends each admission as its pod comes)
+#              server sends each admission as its pod comes); and each server's CPU time
+#              per request meanwhile (all its threads, from the kernel's schedstat)
 #   burst      latency at the same total rate over the saturated runs' connections and
 #              streams. h2load's per-connection timers fire together, so requests come
 #              in bursts (h1: 4 at once; h2: 8 streams at once per connection) and wait
@@ -69,10 +70,12 @@ wait_port() {
 "${PIN_SERVER[@]}" target/release/examples/null_responder "127.0.0.1:$NULL_PORT" "$WORK/certs" \
   2>"$WORK/responder.log" &
 pids+=($!)
+NULL_PID=$!
 wait_port "$NULL_PORT"
 "${PIN_SERVER[@]}" target/release/examples/minimal_webhook "127.0.0.1:$MIN_PORT" \
   "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>"$WORK/minimal.log" &
 pids+=($!)
+MIN_PID=$!
 start_pilot() {
   "${PIN_SERVER[@]}" target/release/harbor-pilot serve --config config/example.yaml \
     --webhook-addr "127.0.0.1:$PILOT_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
@@ -88,7 +91,15 @@ start_pilot() {
 }
 wait_port "$MIN_PORT"
 
-# h2load: name port proto body mode -> $WORK/<name>-<proto>-<body>-<mode>.{log,out}
+# CPU time (ns) all threads of process $1 have run: the kernel's schedstat, exact where
+# /proc/<pid>/stat counts clock ticks.
+cpu_ns() {
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f\n", ns}'
+}
+
+# h2load: name port proto body mode -> $WORK/<name>-<proto>-<body>-<mode>.{log,out}, and
+# for `rate` .cpu: the server's CPU time and the wall time of the run, in ns (at a fixed
+# rate, their quotient is the CPU each request costs, warm-up included, times the rate).
 h2load_run() {
   local name=$1 port=$2 proto=$3 body=$4 mode=$5 args=()
   case $proto in h1) args=(--h1 -c 4 -m 1) ;; h2) args=(-c 4 -m 8) ;; esac
@@ -99,11 +110,16 @@ h2load_run() {
     burst) args+=(--rps "$((RATE / 4))" -D "$DURATION" --warm-up-time 1) ;;
     *) args+=(-D "$DURATION" --warm-up-time 1) ;;
   esac
-  local out="$WORK/$name-$proto-$body-$mode"
+  local out="$WORK/$name-$proto-$body-$mode" pid cpu wall
+  case $name in minimal) pid=$MIN_PID ;; responder) pid=$NULL_PID ;; *) pid=$PILOT_PID ;; esac
   rm -f "$out.log"  # h2load appends to its log file
+  cpu=$(cpu_ns "$pid") wall=$(date +%s%N)
   "${PIN_LOAD[@]}" h2load "${args[@]}" -d "$WORK/review-$body.json" \
     -H 'content-type: application/json' --log-file "$out.log" \
     "https://127.0.0.1:$port/mutate" >"$out.out" || die "h2load failed; see $out.out"
+  if [ "$mode" = rate ]; then
+    echo "$(($(cpu_ns "$pid") - cpu)) $(($(date +%s%N) - wall))" >"$out.cpu"
+  fi
 }
 
 # The first admission after start (harbor-pilot has served nothing yet) against later
@@ -149,6 +165,9 @@ for round in $(seq "$ROUNDS"); do
           h2load_run "$1" "$2" "$proto" "$body" "$mode"
           mv "$WORK/$1-$proto-$body-$mode.log" "$WORK/$1-$proto-$body-$mode.$round.log"
           mv "$WORK/$1-$proto-$body-$mode.out" "$WORK/$1-$proto-$body-$mode.$round.out"
+          if [ "$mode" = rate ]; then
+            mv "$WORK/$1-$proto-$body-$mode.cpu" "$WORK/$1-$proto-$body-$mode.$round.cpu"
+          fi
         done
       done
     done

@@ -31,8 +31,21 @@ def run(path):
     return {"rps": rps, "p50_us": pick(0.50), "p99_us": pick(0.99), "requests": len(latencies)}
 
 
+def cpu_per_request(path):
+    """µs of the server's CPU per request of a fixed-rate run: its CPU time over the
+    run's wall time, divided by the rate (from load.sh's .cpu file)."""
+    cpu_ns, wall_ns = (int(x) for x in open(f"{path}.cpu").read().split())
+    return cpu_ns / wall_ns / RATE * 1e6
+
+
 def median_of_rounds(server, proto, body, mode):
     runs = [run(f"{WORK}/{server}-{proto}-{body}-{mode}.{r}") for r in range(1, ROUNDS + 1)]
+    if mode == "rate":
+        for r, one in enumerate(runs, 1):
+            one["cpu_us"] = cpu_per_request(f"{WORK}/{server}-{proto}-{body}-{mode}.{r}")
+        return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_us", "p99_us", "cpu_us")} | {
+            "rounds": runs
+        }
     return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_us", "p99_us")} | {
         "rounds": runs
     }
@@ -45,9 +58,9 @@ print(f"\n{ROUNDS} rounds of {os.environ['DURATION']} s per measurement, medians
 print("ratios are against the minimal webhook (throughput: higher is better; latency: lower)\n")
 head = (f"{'body':>6} {'proto':>5} | {'minimal':>8} {'responder':>9} {'pilot':>8} {'pilot/min':>9} "
         f"| {'minimal':>7} {'responder':>9} {'pilot':>7} {'pilot/min':>9} {'p99 p/min':>9} "
-        f"| {'pilot/min':>9}")
+        f"{'CPU p/min':>9} | {'pilot/min':>9}")
 print(f"{'':>12} | {'saturated throughput, req/s':^39} "
-      f"| {f'p50 at {RATE} req/s, one at a time, µs':^47} | {'in bursts':^9}")
+      f"| {f'p50 at {RATE} req/s, one at a time, µs':^57} | {'in bursts':^9}")
 print(head)
 print("-" * len(head))
 for body in ("3", "50"):
@@ -59,14 +72,26 @@ for body in ("3", "50"):
         p50 = fixed["harbor-pilot"]["p50_us"] / fixed["minimal"]["p50_us"]
         p99 = fixed["harbor-pilot"]["p99_us"] / fixed["minimal"]["p99_us"]
         burst_p50 = burst["harbor-pilot"]["p50_us"] / burst["minimal"]["p50_us"]
+        cpu = fixed["harbor-pilot"]["cpu_us"] / fixed["minimal"]["cpu_us"]
         results.append({"containers": int(body), "proto": proto, "saturated": sat, "fixed_rate": fixed,
                         "bursts": burst, "throughput_ratio": tput, "p50_ratio": p50,
-                        "p99_ratio": p99, "burst_p50_ratio": burst_p50})
+                        "p99_ratio": p99, "fixed_rate_cpu_ratio": cpu,
+                        "burst_p50_ratio": burst_p50})
         print(f"{body + ' ctr':>6} {proto:>5} | {sat['minimal']['rps']:>8.0f} {sat['responder']['rps']:>9.0f} "
               f"{sat['harbor-pilot']['rps']:>8.0f} {tput:>8.2f}x | "
               f"{fixed['minimal']['p50_us']:>7.0f} {fixed['responder']['p50_us']:>9.0f} "
-              f"{fixed['harbor-pilot']['p50_us']:>7.0f} {p50:>8.2f}x {p99:>8.2f}x | {burst_p50:>8.2f}x")
+              f"{fixed['harbor-pilot']['p50_us']:>7.0f} {p50:>8.2f}x {p99:>8.2f}x {cpu:>8.2f}x "
+              f"| {burst_p50:>8.2f}x")
 
+print(f"\nCPU p/min: the servers' CPU time per request in the one-at-a-time runs (all "
+      "threads; schedstat over the run's wall time, divided by the rate), harbor-pilot's "
+      "over the minimal's")
+for body in ("3", "50"):
+    for proto in ("h1", "h2"):
+        row = next(r for r in results if r["containers"] == int(body) and r["proto"] == proto)
+        cpus = [row["fixed_rate"][s]["cpu_us"] for s in SERVERS]
+        print(f"  {body:>2} containers {proto}: minimal {cpus[0]:.1f} µs, responder {cpus[1]:.1f}, "
+              f"harbor-pilot {cpus[2]:.1f}")
 print(f"\nin bursts: p50 of the same {RATE} req/s sent over the saturated runs' connections "
       "(h2load's timers fire together: 4 requests at once over HTTP/1.1, 8 streams at once "
       "per connection over HTTP/2), queueing included")
