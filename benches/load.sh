@@ -111,9 +111,11 @@ h2load_run() {
     *) args+=(-D "$DURATION" --warm-up-time 1) ;;
   esac
   local out="$WORK/$name-$proto-$body-$mode" pid cpu wall
-  case $name in minimal) pid=$MIN_PID ;; responder) pid=$NULL_PID ;; *) pid=$PILOT_PID ;; esac
   rm -f "$out.log"  # h2load appends to its log file
-  cpu=$(cpu_ns "$pid") wall=$(date +%s%N)
+  if [ "$mode" = rate ]; then
+    case $name in minimal) pid=$MIN_PID ;; responder) pid=$NULL_PID ;; *) pid=$PILOT_PID ;; esac
+    cpu=$(cpu_ns "$pid") wall=$(date +%s%N)
+  fi
   "${PIN_LOAD[@]}" h2load "${args[@]}" -d "$WORK/review-$body.json" \
     -H 'content-type: application/json' --log-file "$out.log" \
     "https://127.0.0.1:$port/mutate" >"$out.out" || die "h2load failed; see $out.out"
@@ -163,11 +165,9 @@ for round in $(seq "$ROUNDS"); do
           # shellcheck disable=SC2086
           set -- $server
           h2load_run "$1" "$2" "$proto" "$body" "$mode"
-          mv "$WORK/$1-$proto-$body-$mode.log" "$WORK/$1-$proto-$body-$mode.$round.log"
-          mv "$WORK/$1-$proto-$body-$mode.out" "$WORK/$1-$proto-$body-$mode.$round.out"
-          if [ "$mode" = rate ]; then
-            mv "$WORK/$1-$proto-$body-$mode.cpu" "$WORK/$1-$proto-$body-$mode.$round.cpu"
-          fi
+          for file in "$WORK/$1-$proto-$body-$mode".{log,out,cpu}; do
+            [ ! -e "$file" ] || mv "$file" "${file%.*}.$round.${file##*.}"
+          done
         done
       done
     done
