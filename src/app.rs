@@ -190,7 +190,7 @@ impl Webhook {
             }
         };
         let pair = tls::load_pair(&paths, &provider)?;
-        let metrics = admin.metrics().clone();
+        let mut metrics = admin.metrics().clone();
         metrics.set_cert_not_after(pair.not_after);
         metrics.register_upstreams(config.rules.proxies().map(|(upstream, _)| upstream));
         let store = Arc::new(CertStore::new(&pair));

@@ -595,7 +595,7 @@ fn static_certs_ship_a_certificate_the_ca_bundle_trusts() {
 
 /// Every `harbor_pilot_*` metric family harbor-pilot exports.
 fn exported_families() -> BTreeSet<String> {
-    let metrics = harbor_pilot::metrics::Metrics::new().unwrap();
+    let mut metrics = harbor_pilot::metrics::Metrics::new().unwrap();
     // As the server does once the configuration is loaded.
     metrics.register_upstreams(["docker.io"]);
     let (text, _) = metrics.encode().unwrap();
