@@ -13,17 +13,17 @@ COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
 COPY core/Cargo.toml ./core/
 COPY scripts/docker-stubs ./scripts/
 RUN scripts/docker-stubs \
- && cargo build --release --locked --bin harbor-pilot \
+ && cargo build --profile production --locked --bin harbor-pilot \
  && rm -rf src core/src
 COPY src ./src
 COPY core/src ./core/src
 # The stubs' build is newer than the copied sources: make cargo rebuild our crates.
 RUN touch src/main.rs src/lib.rs core/src/lib.rs \
- && cargo build --release --locked --bin harbor-pilot \
- && strip target/release/harbor-pilot
+ && cargo build --profile production --locked --bin harbor-pilot \
+ && strip target/production/harbor-pilot
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/harbor-pilot /usr/local/bin/harbor-pilot
+COPY --from=build /src/target/production/harbor-pilot /usr/local/bin/harbor-pilot
 # distroless' "nonroot" user; numeric so runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE 8443 8080

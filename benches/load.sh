@@ -48,12 +48,12 @@ install_missing benches/load.sh h2load:nghttp2-client
 # together, harbor-pilot's JSON skipping compiled differently and ran ~9k instructions
 # (3 %) more per admission than in the binary users build (`--bin harbor-pilot` alone,
 # as the Dockerfile does), which is the one measured here.
-cargo build --release --locked \
+cargo build --profile production --locked \
   --example minimal_webhook --example null_responder --example load_bodies
-cargo build --release --locked --bin harbor-pilot
+cargo build --profile production --locked --bin harbor-pilot
 
 rm -rf "$WORK" && mkdir -p "$WORK"
-target/release/examples/load_bodies "$WORK" >/dev/null
+target/production/examples/load_bodies "$WORK" >/dev/null
 
 pin_cpus benches/load.sh
 trap kill_pids_at_exit EXIT
@@ -67,17 +67,17 @@ wait_port() {
 }
 
 # The responder makes the development certificate; the other two serve the same one.
-"${PIN_SERVER[@]}" target/release/examples/null_responder "127.0.0.1:$NULL_PORT" "$WORK/certs" \
+"${PIN_SERVER[@]}" target/production/examples/null_responder "127.0.0.1:$NULL_PORT" "$WORK/certs" \
   2>"$WORK/responder.log" &
 pids+=($!)
 NULL_PID=$!
 wait_port "$NULL_PORT"
-"${PIN_SERVER[@]}" target/release/examples/minimal_webhook "127.0.0.1:$MIN_PORT" \
+"${PIN_SERVER[@]}" target/production/examples/minimal_webhook "127.0.0.1:$MIN_PORT" \
   "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>"$WORK/minimal.log" &
 pids+=($!)
 MIN_PID=$!
 start_pilot() {
-  "${PIN_SERVER[@]}" target/release/harbor-pilot serve --config config/example.yaml \
+  "${PIN_SERVER[@]}" target/production/harbor-pilot serve --config config/example.yaml \
     --webhook-addr "127.0.0.1:$PILOT_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
     --tls-cert-file "$WORK/certs/tls.crt" --tls-key-file "$WORK/certs/tls.key" \
     --log-format json 2>>"$WORK/harbor-pilot.log" &

@@ -33,14 +33,14 @@ command -v python3 >/dev/null || die "python3 is needed for the report"
 install_missing benches/profile.sh h2load:nghttp2-client valgrind:valgrind
 
 # Line tables (no change to the code generated) so callgrind can name functions; a
-# target directory of its own so the release builds of load.sh stay as they are. Two
-# builds for the reason load.sh gives.
+# target directory of its own so the builds of load.sh stay as they are. The profile
+# that ships (Cargo.toml's `production`), and two builds for the reason load.sh gives.
 export CARGO_TARGET_DIR=target/profile-build
-export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none
-cargo build --release --locked \
+export CARGO_PROFILE_PRODUCTION_DEBUG=line-tables-only CARGO_PROFILE_PRODUCTION_STRIP=none
+cargo build --profile production --locked \
   --example minimal_webhook --example null_responder --example load_bodies
-cargo build --release --locked --bin harbor-pilot
-BIN=$CARGO_TARGET_DIR/release
+cargo build --profile production --locked --bin harbor-pilot
+BIN=$CARGO_TARGET_DIR/production
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 "$BIN/examples/load_bodies" "$WORK" >/dev/null

@@ -38,18 +38,18 @@ perf record -q -e cpu-clock -o /dev/null -- true 2>/dev/null \
   || die "perf cannot sample here (run as root or lower kernel.perf_event_paranoid)"
 
 # The two builds of benches/load.sh, for the reason it gives.
-cargo build --release --locked --example minimal_webhook --example load_bodies
-cargo build --release --locked --bin harbor-pilot
+cargo build --profile production --locked --example minimal_webhook --example load_bodies
+cargo build --profile production --locked --bin harbor-pilot
 
 rm -rf "$WORK" && mkdir -p "$WORK"
-target/release/examples/load_bodies "$WORK" >/dev/null
+target/production/examples/load_bodies "$WORK" >/dev/null
 
 pin_cpus benches/sample.sh
 trap kill_pids_at_exit EXIT
 
 # harbor-pilot makes the development certificate (no --tls-cert-file); the minimal
 # webhook serves the same one.
-"${PIN_SERVER[@]}" target/release/harbor-pilot serve --config config/example.yaml \
+"${PIN_SERVER[@]}" target/production/harbor-pilot serve --config config/example.yaml \
   --webhook-addr "127.0.0.1:$PILOT_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
   --dev-cert-dir "$WORK/certs" --log-format json 2>"$WORK/harbor-pilot.log" &
 pids+=($!)
@@ -59,7 +59,7 @@ for i in $(seq 100); do
   [ "$i" -lt 100 ] || die "harbor-pilot did not become ready; see $WORK/harbor-pilot.log"
   sleep 0.1
 done
-"${PIN_SERVER[@]}" target/release/examples/minimal_webhook "127.0.0.1:$MIN_PORT" \
+"${PIN_SERVER[@]}" target/production/examples/minimal_webhook "127.0.0.1:$MIN_PORT" \
   "$WORK/certs/tls.crt" "$WORK/certs/tls.key" 2>"$WORK/minimal.log" &
 pids+=($!)
 MIN_PID=$!

@@ -879,6 +879,24 @@ fn the_dockerfile_builds_a_non_root_distroless_image_without_a_shell() {
         !final_stage.iter().any(|l| l.starts_with("RUN ")),
         "the final stage has no shell to RUN with"
     );
+    // The image ships the build Cargo.toml's `production` profile makes (whole-program
+    // optimised; README "Performance"), from where that build puts it.
+    assert!(
+        common::read("Cargo.toml").contains("[profile.production]"),
+        "no production profile in Cargo.toml"
+    );
+    assert!(
+        dockerfile.contains("cargo build --profile production --locked --bin harbor-pilot"),
+        "the image is not built with the production profile"
+    );
+    let shipped = final_stage
+        .iter()
+        .find(|l| l.starts_with("COPY --from=build "))
+        .expect("the final stage copies the binary from the build stage");
+    assert!(
+        shipped.contains("/src/target/production/harbor-pilot "),
+        "{shipped}"
+    );
     // Everything the build copies exists.
     for line in instructions
         .iter()
