@@ -14,7 +14,11 @@
 #   rate       latency at a fixed 1,000 requests/s, one request at a time, evenly
 #              spaced on one connection: the service time, without queueing (an API
 #              server sends each admission as its pod comes); and each server's CPU time
-#              per request meanwhile (all its threads, from the kernel's schedstat)
+#              per request meanwhile (all its threads, from the kernel's schedstat).
+#              Each round's DURATION is taken in RATE_SLICES slices, the servers
+#              alternating slice by slice, and the p50 is over the round's requests
+#              together: one server's 5 s in one piece moved its p50 by as much as
+#              the servers differ (the VM's neighbours come and go)
 #   burst      latency at the same total rate over the saturated runs' connections and
 #              streams. h2load's per-connection timers fire together, so requests come
 #              in bursts (h1: 4 at once; h2: 8 streams at once per connection) and wait
@@ -35,6 +39,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}    # seconds per measurement
 RATE=${RATE:-1000}         # requests/s of the latency runs
+RATE_SLICES=${RATE_SLICES:-5}  # slices of each round's one-at-a-time runs
 WORK=target/load
 MIN_PORT=19441 NULL_PORT=19442 PILOT_PORT=19443 ADMIN_PORT=19080
 
@@ -100,27 +105,30 @@ cpu_ns() {
 # h2load: name port proto body mode -> $WORK/<name>-<proto>-<body>-<mode>.{log,out}, and
 # for `rate` .cpu: the server's CPU time and the wall time of the run, in ns (at a fixed
 # rate, their quotient is the CPU each request costs, warm-up included, times the rate).
+# A `rate` run is one slice: its files are appended to, and removed by the caller.
 h2load_run() {
   local name=$1 port=$2 proto=$3 body=$4 mode=$5 args=()
   case $proto in h1) args=(--h1 -c 4 -m 1) ;; h2) args=(-c 4 -m 8) ;; esac
   case $mode in
     first) args=(--h1 -c 1 -m 1 -n 1) ;;
-    rate) args=(-c 1 -m 1 --rps "$RATE" -D "$DURATION" --warm-up-time 1)
+    rate) args=(-c 1 -m 1 --rps "$RATE" -D "$((DURATION * 1000 / RATE_SLICES))ms"
+      --warm-up-time 500ms)
       [ "$proto" = h1 ] && args=(--h1 "${args[@]}") ;;
     burst) args+=(--rps "$((RATE / 4))" -D "$DURATION" --warm-up-time 1) ;;
     *) args+=(-D "$DURATION" --warm-up-time 1) ;;
   esac
   local out="$WORK/$name-$proto-$body-$mode" pid cpu wall
-  rm -f "$out.log"  # h2load appends to its log file
+  # h2load appends to its log file.
+  [ "$mode" = rate ] || rm -f "$out.log"
   if [ "$mode" = rate ]; then
     case $name in minimal) pid=$MIN_PID ;; responder) pid=$NULL_PID ;; *) pid=$PILOT_PID ;; esac
     cpu=$(cpu_ns "$pid") wall=$(date +%s%N)
   fi
   "${PIN_LOAD[@]}" h2load "${args[@]}" -d "$WORK/review-$body.json" \
     -H 'content-type: application/json' --log-file "$out.log" \
-    "https://127.0.0.1:$port/mutate" >"$out.out" || die "h2load failed; see $out.out"
+    "https://127.0.0.1:$port/mutate" >>"$out.out" || die "h2load failed; see $out.out"
   if [ "$mode" = rate ]; then
-    echo "$(($(cpu_ns "$pid") - cpu)) $(($(date +%s%N) - wall))" >"$out.cpu"
+    echo "$(($(cpu_ns "$pid") - cpu)) $(($(date +%s%N) - wall))" >>"$out.cpu"
   fi
 }
 
@@ -161,10 +169,18 @@ for round in $(seq "$ROUNDS"); do
         # Alternating the order each round, so drift on a shared machine hits all alike.
         servers=("minimal $MIN_PORT" "responder $NULL_PORT" "harbor-pilot $PILOT_PORT")
         [ $((round % 2)) -eq 0 ] && servers=("harbor-pilot $PILOT_PORT" "responder $NULL_PORT" "minimal $MIN_PORT")
+        slices=1
+        [ "$mode" = rate ] && slices=$RATE_SLICES
+        for _ in $(seq "$slices"); do
+          for server in "${servers[@]}"; do
+            # shellcheck disable=SC2086
+            set -- $server
+            h2load_run "$1" "$2" "$proto" "$body" "$mode"
+          done
+        done
         for server in "${servers[@]}"; do
           # shellcheck disable=SC2086
           set -- $server
-          h2load_run "$1" "$2" "$proto" "$body" "$mode"
           for file in "$WORK/$1-$proto-$body-$mode".{log,out,cpu}; do
             [ ! -e "$file" ] || mv "$file" "${file%.*}.$round.${file##*.}"
           done
@@ -175,5 +191,5 @@ for round in $(seq "$ROUNDS"); do
 done
 
 PEAK_RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$PILOT_PID/status")
-export WORK ROUNDS DURATION RATE PEAK_RSS_KB
+export WORK ROUNDS DURATION RATE RATE_SLICES PEAK_RSS_KB
 python3 benches/load_report.py

@@ -15,27 +15,28 @@ bad = []
 
 
 def run(path):
-    """Throughput, p50 and p99 (µs) of one h2load run, from its output and log file."""
+    """Throughput, p50 and p99 (µs) of one h2load run, from its output and log file; of
+    the slices of one together where h2load ran more than once into the same files."""
     out = open(f"{path}.out").read()
     rows = [line.split("\t") for line in open(f"{path}.log") if line.strip()]
     codes = {r[1] for r in rows}
-    failed = re.search(r"requests: .*?(\d+) failed, (\d+) errored", out)
-    if codes - {"200"} or (failed and (failed.group(1), failed.group(2)) != ("0", "0")):
-        bad.append(f"{path}: status codes {sorted(codes)}; {failed.group(0) if failed else out[-300:]}")
+    failed = re.findall(r"requests: .*?(\d+) failed, (\d+) errored", out)
+    if codes - {"200"} or not failed or any(f != ("0", "0") for f in failed):
+        bad.append(f"{path}: status codes {sorted(codes)}; {failed or out[-300:]}")
     latencies = sorted(int(r[2]) for r in rows)
     if not latencies:
         bad.append(f"{path}: no requests logged")
         return {"rps": 0.0, "p50_us": 0, "p99_us": 0}
-    rps = float(re.search(r"finished in .*?, ([\d.]+) req/s", out).group(1))
+    rps = statistics.mean(float(x) for x in re.findall(r"finished in .*?, ([\d.]+) req/s", out))
     pick = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))]
     return {"rps": rps, "p50_us": pick(0.50), "p99_us": pick(0.99), "requests": len(latencies)}
 
 
 def cpu_per_request(path):
     """µs of the server's CPU per request of a fixed-rate run: its CPU time over the
-    run's wall time, divided by the rate (from load.sh's .cpu file)."""
-    cpu_ns, wall_ns = (int(x) for x in open(f"{path}.cpu").read().split())
-    return cpu_ns / wall_ns / RATE * 1e6
+    run's wall time, divided by the rate (from load.sh's .cpu file: a line per slice)."""
+    slices = [[int(x) for x in line.split()] for line in open(f"{path}.cpu") if line.strip()]
+    return sum(s[0] for s in slices) / sum(s[1] for s in slices) / RATE * 1e6
 
 
 def median_of_rounds(server, proto, body, mode):
@@ -53,7 +54,8 @@ def median_of_rounds(server, proto, body, mode):
 
 bodies = {b: os.path.getsize(f"{WORK}/review-{b}.json") for b in ("3", "50")}
 results = []
-print(f"\n{ROUNDS} rounds of {os.environ['DURATION']} s per measurement, medians; "
+print(f"\n{ROUNDS} rounds of {os.environ['DURATION']} s per measurement (one at a time: in "
+      f"{os.environ['RATE_SLICES']} alternated slices), medians; "
       f"bodies: 3 containers {bodies['3']:,} B, 50 containers {bodies['50']:,} B")
 print("ratios are against the minimal webhook (throughput: higher is better; latency: lower)\n")
 head = (f"{'body':>6} {'proto':>5} | {'minimal':>8} {'responder':>9} {'pilot':>8} {'pilot/min':>9} "
@@ -105,6 +107,7 @@ print(f"harbor-pilot: peak RSS {rss_mib:.1f} MiB")
 print("goal: throughput >= 0.90x and p50 (one at a time) <= 1.20x the minimal webhook's")
 with open(f"{WORK}/results.json", "w") as f:
     json.dump({"rounds": ROUNDS, "duration_s": int(os.environ["DURATION"]), "rate": RATE,
+               "rate_slices": int(os.environ["RATE_SLICES"]),
                "peak_rss_mib": rss_mib, "first_admission_us": first["p50_us"],
                "later_admissions_p50_us": later["p50_us"], "runs": results}, f, indent=2)
 if bad:
