@@ -105,7 +105,8 @@ cpu_ns() {
 # h2load: name port proto body mode -> $WORK/<name>-<proto>-<body>-<mode>.{log,out}, and
 # for `rate` .cpu: the server's CPU time and the wall time of the run, in ns (at a fixed
 # rate, their quotient is the CPU each request costs, warm-up included, times the rate).
-# A `rate` run is one slice: its files are appended to, and removed by the caller.
+# A `rate` run is one slice of a round: it appends to the round's files, which the
+# caller moves away once the round's slices are done.
 h2load_run() {
   local name=$1 port=$2 proto=$3 body=$4 mode=$5 args=()
   case $proto in h1) args=(--h1 -c 4 -m 1) ;; h2) args=(-c 4 -m 8) ;; esac
@@ -118,11 +119,11 @@ h2load_run() {
     *) args+=(-D "$DURATION" --warm-up-time 1) ;;
   esac
   local out="$WORK/$name-$proto-$body-$mode" pid cpu wall
-  # h2load appends to its log file.
-  [ "$mode" = rate ] || rm -f "$out.log"
   if [ "$mode" = rate ]; then
     case $name in minimal) pid=$MIN_PID ;; responder) pid=$NULL_PID ;; *) pid=$PILOT_PID ;; esac
     cpu=$(cpu_ns "$pid") wall=$(date +%s%N)
+  else
+    rm -f "$out.log" "$out.out"  # h2load appends to its log file; so does this to .out
   fi
   "${PIN_LOAD[@]}" h2load "${args[@]}" -d "$WORK/review-$body.json" \
     -H 'content-type: application/json' --log-file "$out.log" \
