@@ -670,7 +670,8 @@ mod tests {
                 "operation": "CREATE", "userInfo": {},
                 "object": {"metadata": {"name": "p"}, "spec": {"containers": containers}}}
         });
-        let incoming = parse_review(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let body = serde_json::to_vec(&body).unwrap();
+        let incoming = parse_review(&body).unwrap();
         let reviewed = review(
             &incoming,
             &rules,

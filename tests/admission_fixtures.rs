@@ -437,7 +437,8 @@ fn a_second_review_of_the_patched_pod_changes_nothing() {
         let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
         let mut review_json: Value = serde_json::from_slice(&body).unwrap();
         json_patch::patch(&mut review_json["request"]["object"], &patch).unwrap();
-        let again = parse_review(&serde_json::to_vec(&review_json).unwrap()).unwrap();
+        let again_body = serde_json::to_vec(&review_json).unwrap();
+        let again = parse_review(&again_body).unwrap();
         let second = review(
             &again,
             &rules,

@@ -11,12 +11,14 @@ use harbor_pilot_core::pod::{ContainerImage, OWN_KEY_PREFIX, PodImages};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
-fn containers_of(list: Option<&Vec<k8s_openapi::api::core::v1::Container>>) -> Vec<ContainerImage> {
+fn containers_of(
+    list: Option<&Vec<k8s_openapi::api::core::v1::Container>>,
+) -> Vec<ContainerImage<'static>> {
     list.into_iter()
         .flatten()
         .map(|c| ContainerImage {
-            name: c.name.clone(),
-            image: c.image.clone(),
+            name: c.name.clone().into(),
+            image: c.image.clone().map(Into::into),
         })
         .collect()
 }
@@ -37,7 +39,7 @@ fn reads_the_same_fields_as_k8s_openapi_on_every_fixture_pod() {
             if object.is_null() {
                 continue;
             }
-            let images: PodImages = serde_json::from_value(object.clone())
+            let images: PodImages<'static> = serde_json::from_value(object.clone())
                 .unwrap_or_else(|e| panic!("{file} {key}: PodImages cannot read a valid Pod: {e}"));
             let spec = pod.spec.clone().unwrap_or_default();
             assert_eq!(images.metadata.name, pod.metadata.name, "{file} {key}");
@@ -79,13 +81,13 @@ fn reads_the_same_fields_as_k8s_openapi_on_every_fixture_pod() {
                 containers_of(spec.init_containers.as_ref()),
                 "{file} {key}"
             );
-            let ephemeral: Vec<ContainerImage> = spec
+            let ephemeral: Vec<ContainerImage<'static>> = spec
                 .ephemeral_containers
                 .iter()
                 .flatten()
                 .map(|c| ContainerImage {
-                    name: c.name.clone(),
-                    image: c.image.clone(),
+                    name: c.name.clone().into(),
+                    image: c.image.clone().map(Into::into),
                 })
                 .collect();
             assert_eq!(

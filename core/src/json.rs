@@ -117,10 +117,15 @@ impl<'a> Reader<'a> {
 
     /// A string or `null`.
     pub fn optional_string(&mut self) -> Read<Option<String>> {
+        self.optional_str().map(|s| s.map(Cow::into_owned))
+    }
+
+    /// A string or `null`, borrowed from the body unless it has escapes.
+    pub fn optional_str(&mut self) -> Read<Option<Cow<'a, str>>> {
         if self.null()? {
             Ok(None)
         } else {
-            self.string().map(|s| Some(s.into_owned()))
+            self.string().map(Some)
         }
     }
 

@@ -144,14 +144,14 @@ pub enum Scope<'o> {
     /// changing it would restart the container.
     Update {
         /// The pod before this update.
-        old: &'o PodImages,
+        old: &'o PodImages<'o>,
     },
     /// `pods/ephemeralcontainers` (`kubectl debug`): only ephemeral containers the pod
     /// does not have yet. The API server keeps nothing else from such an update, so no
     /// annotation is written either.
     NewEphemeral {
         /// The pod before this update.
-        old: &'o PodImages,
+        old: &'o PodImages<'o>,
     },
 }
 
@@ -330,11 +330,11 @@ fn scope_reason(
 
 /// Every image-bearing field of `pod`, in pod order. Containers without an image and
 /// volumes that are not image volumes have nothing to rewrite and are not listed.
-pub fn slots(pod: &PodImages) -> impl Iterator<Item = Slot<'_>> {
-    fn containers(
-        list: &Option<Vec<ContainerImage>>,
+pub fn slots<'p>(pod: &'p PodImages<'_>) -> impl Iterator<Item = Slot<'p>> {
+    fn containers<'p>(
+        list: &'p Option<Vec<ContainerImage<'_>>>,
         kind: SlotKind,
-    ) -> impl Iterator<Item = Slot<'_>> {
+    ) -> impl Iterator<Item = Slot<'p>> {
         list.iter()
             .flatten()
             .enumerate()
@@ -586,7 +586,7 @@ mod tests {
         .rules
     }
 
-    fn pod(value: Value) -> (Value, PodImages) {
+    fn pod(value: Value) -> (Value, PodImages<'static>) {
         let images = serde_json::from_value(value.clone()).unwrap();
         (value, images)
     }
@@ -891,7 +891,7 @@ mod tests {
 
     /// A stored pod whose container `c` was rewritten from `nginx:1.25`, as an UPDATE's
     /// oldObject, and the same pod with `c`'s image set to `image`.
-    fn update_of_rewritten(image: &str) -> (Value, PodImages, PodImages) {
+    fn update_of_rewritten(image: &str) -> (Value, PodImages<'static>, PodImages<'static>) {
         let annotations = json!({ORIGINAL_IMAGES_ANNOTATION: r#"{"c":"nginx:1.25"}"#});
         let old = json!({"metadata": {"name": "p", "annotations": annotations,
                                       "labels": {REWRITTEN_LABEL: "true", "app": "web"}},

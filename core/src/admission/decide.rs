@@ -60,7 +60,7 @@ impl Reviewed<'_> {
 /// Decides a request. Always allows; patches only to rewrite images, and only while
 /// Harbor is available and (with `verify`) `served` says it can serve the rewrite.
 pub fn review<'a>(
-    incoming: &'a Incoming,
+    incoming: &'a Incoming<'_>,
     rules: &'a CachedRules,
     harbor: Harbor,
     served: &dyn Fn(&str) -> Served,
@@ -84,7 +84,7 @@ pub fn review<'a>(
 
 /// The images the request's pod would be rewritten to, for `verify` to check before
 /// [`review`] decides; empty when nothing would be.
-pub fn rewrite_targets(incoming: &Incoming, rules: &CachedRules) -> Vec<String> {
+pub fn rewrite_targets(incoming: &Incoming<'_>, rules: &CachedRules) -> Vec<String> {
     match pod_and_scope(incoming) {
         Ok((object, scope)) => patch::rewrite_targets(object, scope, rules),
         Err(_) => Vec::new(),
@@ -93,9 +93,9 @@ pub fn rewrite_targets(incoming: &Incoming, rules: &CachedRules) -> Vec<String> 
 
 /// The pod to look at and which of its images count, or how the request ends without
 /// looking (with a warning where one helps).
-fn pod_and_scope(
-    incoming: &Incoming,
-) -> Result<(&PodImages, Scope<'_>), (Outcome, Option<String>)> {
+fn pod_and_scope<'i>(
+    incoming: &'i Incoming<'_>,
+) -> Result<(&'i PodImages<'i>, Scope<'i>), (Outcome, Option<String>)> {
     let request = incoming.request.as_ref();
     if !incoming.is_pod_write() {
         return Err((Outcome::Ignored, None));

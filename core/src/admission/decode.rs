@@ -48,10 +48,10 @@ impl ReviewError {
 
 /// A request body that is an AdmissionReview.
 #[derive(Debug, Clone)]
-pub struct Incoming {
+pub struct Incoming<'a> {
     /// The request. Its object and oldObject are `None` when they did not read as a
     /// Pod (see `object_error`).
-    pub request: Box<Request>,
+    pub request: Box<Request<'a>>,
     /// Why the object (or oldObject) did not read as a Pod: a resource the webhook
     /// should not have been sent, or a malformed Pod. Those objects were skipped.
     pub object_error: Option<String>,
@@ -63,7 +63,7 @@ pub struct Incoming {
 /// rest of the request as kube-core's types would, without building it (user info,
 /// options and the kinds were two thirds of the cost of reading the envelope).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request {
+pub struct Request<'a> {
     /// Identifies this request; the answer carries it back.
     pub uid: String,
     /// The resource's API group (`""` for pods).
@@ -84,12 +84,12 @@ pub struct Request {
     /// (kube's `ObjectMeta` alone 360), and the request moves from reader to caller
     /// several times — moving the boxes instead of the pods saved ~160 first-level
     /// data-cache write misses per admission (callgrind, 3 containers).
-    pub object: Option<Box<PodImages>>,
+    pub object: Option<Box<PodImages<'a>>>,
     /// The pod as it is (UPDATE).
-    pub old_object: Option<Box<PodImages>>,
+    pub old_object: Option<Box<PodImages<'a>>>,
 }
 
-impl<T: kube_core::Resource> From<AdmissionRequest<T>> for Request {
+impl<T: kube_core::Resource> From<AdmissionRequest<T>> for Request<'_> {
     /// kube-core's request, its objects dropped.
     fn from(request: AdmissionRequest<T>) -> Self {
         Self {
@@ -107,7 +107,7 @@ impl<T: kube_core::Resource> From<AdmissionRequest<T>> for Request {
     }
 }
 
-impl Request {
+impl Request<'_> {
     /// An allowed answer to this request, without a patch.
     pub fn allowed(&self) -> AdmissionResponse {
         let mut response = AdmissionResponse::invalid("");
@@ -118,7 +118,7 @@ impl Request {
     }
 }
 
-impl Incoming {
+impl Incoming<'_> {
     /// The request's uid.
     pub fn uid(&self) -> &str {
         &self.request.uid
@@ -170,7 +170,7 @@ impl Incoming {
 
 /// Reads a request body. Everything the API server can send for a valid AdmissionReview
 /// is `Ok`; only what is no AdmissionReview (no uid to answer under) is an error.
-pub fn parse_review(body: &[u8]) -> Result<Incoming, ReviewError> {
+pub fn parse_review(body: &[u8]) -> Result<Incoming<'_>, ReviewError> {
     match read_fast(body) {
         Some(incoming) => Ok(incoming),
         None => read_with_serde(body),
@@ -182,7 +182,7 @@ pub fn parse_review(body: &[u8]) -> Result<Incoming, ReviewError> {
 /// types. `None` whenever it declines or the review lacks what kube-core requires:
 /// then [`read_with_serde`] reads the body and gives the exact answer or error, so this
 /// path changes speed, never results.
-fn read_fast(body: &[u8]) -> Option<Incoming> {
+fn read_fast(body: &[u8]) -> Option<Incoming<'_>> {
     let review = envelope::read_review(body).ok()?;
     if review.api_version.as_deref() != Some(API_VERSION) || review.kind.as_deref() != Some(KIND) {
         return None;
@@ -233,7 +233,7 @@ pub(crate) fn fast_path_disagreement(body: &[u8]) -> Option<String> {
 
 /// The whole body through serde_json: the reference reading, and the one for bodies
 /// the fast path declines (malformed pods, objects of other kinds, rare escapes).
-fn read_with_serde(body: &[u8]) -> Result<Incoming, ReviewError> {
+fn read_with_serde(body: &[u8]) -> Result<Incoming<'static>, ReviewError> {
     match serde_json::from_slice::<AdmissionReview<PodImages>>(body) {
         Ok(review) => {
             check_version(&review.types)?;
@@ -485,6 +485,50 @@ mod tests {
             volumes[0].image.as_ref().unwrap().reference.as_deref(),
             Some("s")
         );
+        assert_eq!(fast_path_disagreement(body), None);
+    }
+
+    /// The containers' names and images are the body's own bytes, not copies, unless an
+    /// escape had to be decoded.
+    #[test]
+    fn the_fast_path_borrows_container_strings_without_escapes() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"spec":{"initContainers":[{"name":"i","image":"busybox"}],"containers":[{"name":"app","image":"nginx:1.27"},{"name":"s\u0069de","image":"quay.io/a/b\/c"},{"name":"none"}],"ephemeralContainers":[{"name":"debug","image":"alpine"}]}}}}"#;
+        let incoming = read_fast(body).unwrap();
+        let spec = &incoming.request.object.as_ref().unwrap().spec;
+        let within_body = |text: &str| {
+            let range = body.as_ptr_range();
+            range.contains(&text.as_ptr()) && text.len() < body.len()
+        };
+        let read: Vec<_> = [
+            &spec.init_containers,
+            &spec.containers,
+            &spec.ephemeral_containers,
+        ]
+        .into_iter()
+        .flat_map(|list| list.as_deref().unwrap())
+        .map(|c| {
+            let image = c.image.as_ref();
+            (
+                (c.name.as_ref(), matches!(c.name, Cow::Borrowed(_))),
+                image.map(|i| (i.as_ref(), matches!(i, Cow::Borrowed(_)))),
+            )
+        })
+        .collect();
+        assert_eq!(
+            read,
+            [
+                (("i", true), Some(("busybox", true))),
+                (("app", true), Some(("nginx:1.27", true))),
+                (("side", false), Some(("quay.io/a/b/c", false))),
+                (("none", true), None),
+                (("debug", true), Some(("alpine", true))),
+            ]
+        );
+        for container in spec.containers.as_deref().unwrap() {
+            if let Cow::Borrowed(name) = container.name {
+                assert!(within_body(name), "{name}");
+            }
+        }
         assert_eq!(fast_path_disagreement(body), None);
     }
 }

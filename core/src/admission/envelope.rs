@@ -43,8 +43,8 @@ pub(super) struct RequestParts<'a> {
     pub(super) namespace: Option<Cow<'a, str>>,
     pub(super) operation: Option<Operation>,
     pub(super) dry_run: bool,
-    pub(super) object: Option<Box<PodImages>>,
-    pub(super) old_object: Option<Box<PodImages>>,
+    pub(super) object: Option<Box<PodImages<'a>>>,
+    pub(super) old_object: Option<Box<PodImages<'a>>>,
     seen: Seen,
 }
 

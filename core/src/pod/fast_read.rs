@@ -13,7 +13,7 @@ use crate::json::{Read, Reader, Seen};
 
 /// A pod object, or `None` for `null`. Read into its box, metadata in place: the
 /// pod is 512 bytes, and each move of it is a copy.
-pub(crate) fn read_pod(reader: &mut Reader<'_>) -> Read<Option<Box<PodImages>>> {
+pub(crate) fn read_pod<'a>(reader: &mut Reader<'a>) -> Read<Option<Box<PodImages<'a>>>> {
     if reader.null()? {
         return Ok(None);
     }
@@ -103,7 +103,7 @@ fn read_string_map(reader: &mut Reader<'_>) -> Read<Option<BTreeMap<String, Stri
     Ok(Some(map))
 }
 
-fn read_spec(reader: &mut Reader<'_>) -> Read<PodSpecImages> {
+fn read_spec<'a>(reader: &mut Reader<'a>) -> Read<PodSpecImages<'a>> {
     let mut spec = PodSpecImages::default();
     let mut seen = Seen::default();
     let mut object = reader.object()?;
@@ -147,7 +147,7 @@ fn read_list<'a, T>(
     Ok(Some(items))
 }
 
-fn read_container(reader: &mut Reader<'_>) -> Read<ContainerImage> {
+fn read_container<'a>(reader: &mut Reader<'a>) -> Read<ContainerImage<'a>> {
     let mut container = ContainerImage::default();
     let mut seen = Seen::default();
     let mut object = reader.object()?;
@@ -155,11 +155,11 @@ fn read_container(reader: &mut Reader<'_>) -> Read<ContainerImage> {
         match &*key {
             "name" => {
                 seen.first(0)?;
-                container.name = reader.string()?.into_owned();
+                container.name = reader.string()?;
             }
             "image" => {
                 seen.first(1)?;
-                container.image = reader.optional_string()?;
+                container.image = reader.optional_str()?;
             }
             _ => reader.skip()?,
         }
