@@ -10,7 +10,11 @@
 #   harbor-pilot  `harbor-pilot serve` with config/example.yaml, rewriting every image
 #
 # Three measurements per body and protocol:
-#   saturated  throughput (h1: 4 connections; h2: 4 connections x 8 streams)
+#   saturated  throughput (h1: 4 connections; h2: 4 connections x 8 streams). Each
+#              round's DURATION is taken in SAT_SLICES slices, the servers alternating
+#              slice by slice, the round's throughput their mean: in one piece, a 5 s
+#              run of one server against the next server's moved by 10-30 % between
+#              rounds on this VM, more than the servers differ
 #   rate       latency at a fixed 1,000 requests/s, one request at a time, evenly
 #              spaced on one connection: the service time, without queueing (an API
 #              server sends each admission as its pod comes); and each server's CPU time
@@ -40,6 +44,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}    # seconds per measurement
 RATE=${RATE:-1000}         # requests/s of the latency runs
 RATE_SLICES=${RATE_SLICES:-5}  # slices of each round's one-at-a-time runs
+SAT_SLICES=${SAT_SLICES:-5}    # slices of each round's saturated runs
 WORK=target/load
 MIN_PORT=19441 NULL_PORT=19442 PILOT_PORT=19443 ADMIN_PORT=19080
 
@@ -105,8 +110,8 @@ cpu_ns() {
 # h2load: name port proto body mode -> $WORK/<name>-<proto>-<body>-<mode>.{log,out}, and
 # for `rate` .cpu: the server's CPU time and the wall time of the run, in ns (at a fixed
 # rate, their quotient is the CPU each request costs, warm-up included, times the rate).
-# A `rate` run is one slice of a round: it appends to the round's files, which the
-# caller moves away once the round's slices are done.
+# A `saturated` or `rate` run is one slice of a round: it appends to the round's files,
+# which the caller moves away once the round's slices are done.
 h2load_run() {
   local name=$1 port=$2 proto=$3 body=$4 mode=$5 args=()
   case $proto in h1) args=(--h1 -c 4 -m 1) ;; h2) args=(-c 4 -m 8) ;; esac
@@ -115,16 +120,18 @@ h2load_run() {
     rate) args=(-c 1 -m 1 --rps "$RATE" -D "$((DURATION * 1000 / RATE_SLICES))ms"
       --warm-up-time 500ms)
       [ "$proto" = h1 ] && args=(--h1 "${args[@]}") ;;
+    saturated) args+=(-D "$((DURATION * 1000 / SAT_SLICES))ms" --warm-up-time 500ms) ;;
     burst) args+=(--rps "$((RATE / 4))" -D "$DURATION" --warm-up-time 1) ;;
     *) args+=(-D "$DURATION" --warm-up-time 1) ;;
   esac
   local out="$WORK/$name-$proto-$body-$mode" pid cpu wall
-  if [ "$mode" = rate ]; then
-    case $name in minimal) pid=$MIN_PID ;; responder) pid=$NULL_PID ;; *) pid=$PILOT_PID ;; esac
-    cpu=$(cpu_ns "$pid") wall=$(date +%s%N)
-  else
-    rm -f "$out.log" "$out.out"  # h2load appends to its log file; so does this to .out
-  fi
+  case $mode in
+    rate)
+      case $name in minimal) pid=$MIN_PID ;; responder) pid=$NULL_PID ;; *) pid=$PILOT_PID ;; esac
+      cpu=$(cpu_ns "$pid") wall=$(date +%s%N) ;;
+    saturated) ;;
+    *) rm -f "$out.log" "$out.out" ;; # h2load appends to its log file; so does this to .out
+  esac
   "${PIN_LOAD[@]}" h2load "${args[@]}" -d "$WORK/review-$body.json" \
     -H 'content-type: application/json' --log-file "$out.log" \
     "https://127.0.0.1:$port/mutate" >>"$out.out" || die "h2load failed; see $out.out"
@@ -170,8 +177,7 @@ for round in $(seq "$ROUNDS"); do
         # Alternating the order each round, so drift on a shared machine hits all alike.
         servers=("minimal $MIN_PORT" "responder $NULL_PORT" "harbor-pilot $PILOT_PORT")
         [ $((round % 2)) -eq 0 ] && servers=("harbor-pilot $PILOT_PORT" "responder $NULL_PORT" "minimal $MIN_PORT")
-        slices=1
-        [ "$mode" = rate ] && slices=$RATE_SLICES
+        case $mode in rate) slices=$RATE_SLICES ;; saturated) slices=$SAT_SLICES ;; *) slices=1 ;; esac
         for _ in $(seq "$slices"); do
           for server in "${servers[@]}"; do
             # shellcheck disable=SC2086
@@ -192,5 +198,5 @@ for round in $(seq "$ROUNDS"); do
 done
 
 PEAK_RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$PILOT_PID/status")
-export WORK ROUNDS DURATION RATE RATE_SLICES PEAK_RSS_KB
+export WORK ROUNDS DURATION RATE RATE_SLICES SAT_SLICES PEAK_RSS_KB
 python3 benches/load_report.py

@@ -54,8 +54,9 @@ def median_of_rounds(server, proto, body, mode):
 
 bodies = {b: os.path.getsize(f"{WORK}/review-{b}.json") for b in ("3", "50")}
 results = []
-print(f"\n{ROUNDS} rounds of {os.environ['DURATION']} s per measurement (one at a time: in "
-      f"{os.environ['RATE_SLICES']} alternated slices), medians; "
+print(f"\n{ROUNDS} rounds of {os.environ['DURATION']} s per measurement (saturated in "
+      f"{os.environ['SAT_SLICES']}, one at a time in {os.environ['RATE_SLICES']} alternated "
+      "slices), medians; "
       f"bodies: 3 containers {bodies['3']:,} B, 50 containers {bodies['50']:,} B")
 print("ratios are against the minimal webhook (throughput: higher is better; latency: lower)\n")
 head = (f"{'body':>6} {'proto':>5} | {'minimal':>8} {'responder':>9} {'pilot':>8} {'pilot/min':>9} "
@@ -108,6 +109,7 @@ print("goal: throughput >= 0.90x and p50 (one at a time) <= 1.20x the minimal we
 with open(f"{WORK}/results.json", "w") as f:
     json.dump({"rounds": ROUNDS, "duration_s": int(os.environ["DURATION"]), "rate": RATE,
                "rate_slices": int(os.environ["RATE_SLICES"]),
+               "saturated_slices": int(os.environ["SAT_SLICES"]),
                "peak_rss_mib": rss_mib, "first_admission_us": first["p50_us"],
                "later_admissions_p50_us": later["p50_us"], "runs": results}, f, indent=2)
 if bad:
