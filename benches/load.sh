@@ -30,7 +30,7 @@
 #              earlier runs measured latency this way.
 # Servers run on CPU 0 and h2load on CPU 1; rounds alternate the servers and the report
 # takes medians. Also reported: harbor-pilot's peak RSS and its first admission after
-# start against later ones.
+# start against later ones (all with images it has not seen).
 #
 #   benches/load.sh                        3 rounds of 5 s per measurement (~12 minutes)
 #   ROUNDS=5 DURATION=10 benches/load.sh   longer
@@ -44,6 +44,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}    # seconds per measurement
 RATE=${RATE:-1000}         # requests/s of the latency runs
 RATE_SLICES=${RATE_SLICES:-5}  # slices of each round's one-at-a-time runs
+STARTS=${STARTS:-9}            # starts for the first admission (64 bodies: at most 10)
 SAT_SLICES=${SAT_SLICES:-5}    # slices of each round's saturated runs
 WORK=target/load
 MIN_PORT=19441 NULL_PORT=19442 PILOT_PORT=19443 ADMIN_PORT=19080
@@ -52,6 +53,7 @@ die() { echo "benches/load.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed for the report"
 . benches/common.sh
 install_missing benches/load.sh h2load:nghttp2-client
+[ "$STARTS" -ge 1 ] && [ "$STARTS" -le 10 ] || die "STARTS is 1 to 10 (64 bodies of new images)"
 
 # Two builds: examples bring in the dev-dependencies, whose features (harbor-pilot-core's
 # `fuzzing` among them) cargo unifies into anything built in the same invocation. Built
@@ -143,17 +145,29 @@ h2load_run() {
 # The first admission after start (harbor-pilot has served nothing yet) against later
 # ones made the same way: each the first request of a new connection, after the same
 # half second of idleness (an idle process answers slower than a busy one: caches and
-# CPU wake-up, nothing of ours). Five starts, five later admissions each.
+# CPU wake-up, nothing of ours). Both bring images the server has not seen (it
+# remembers its decisions per image string; a first admission with images a later one
+# finds remembered measured that too). STARTS starts, five later admissions each, then
+# three repeating the last one's images: the later admissions with images remembered,
+# for comparison with the runs before this split.
 : >"$WORK/start.log"
 : >"$WORK/later.log"
-for _ in $(seq 5); do
+: >"$WORK/remembered.log"
+new=0
+for _ in $(seq "$STARTS"); do
   start_pilot
-  for n in $(seq 0 5); do
+  for n in $(seq 0 8); do
     sleep 0.5
-    h2load_run harbor-pilot "$PILOT_PORT" h1 3 first
-    if [ "$n" -eq 0 ]; then log="$WORK/start.log"; else log="$WORK/later.log"; fi
-    cat "$WORK/harbor-pilot-h1-3-first.log" >>"$log"
-    mv "$WORK/harbor-pilot-h1-3-first.out" "${log%.log}.out"
+    case $n in
+      0) log="$WORK/start.log" ;;
+      [1-5]) log="$WORK/later.log" ;;
+      *) log="$WORK/remembered.log" ;;
+    esac
+    [ "$n" -gt 5 ] || new=$((new + 1))
+    h2load_run harbor-pilot "$PILOT_PORT" h1 "3-new-$new" first
+    cat "$WORK/harbor-pilot-h1-3-new-$new-first.log" >>"$log"
+    mv "$WORK/harbor-pilot-h1-3-new-$new-first.out" "${log%.log}.out"
+    rm -f "$WORK/harbor-pilot-h1-3-new-$new-first.log"
   done
   kill -INT "$PILOT_PID"
   wait "$PILOT_PID" || true
@@ -198,5 +212,5 @@ for round in $(seq "$ROUNDS"); do
 done
 
 PEAK_RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$PILOT_PID/status")
-export WORK ROUNDS DURATION RATE RATE_SLICES SAT_SLICES PEAK_RSS_KB
+export WORK ROUNDS DURATION RATE RATE_SLICES SAT_SLICES STARTS PEAK_RSS_KB
 python3 benches/load_report.py

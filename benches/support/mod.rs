@@ -22,6 +22,14 @@ const IMAGES: [&str; 6] = [
 /// An AdmissionReview (pod CREATE) with `containers` containers, each a copy of a real
 /// StatefulSet container (env, probes, mounts) with its own name and image.
 pub fn review_body(containers: usize) -> Vec<u8> {
+    review_body_tagged(containers, None)
+}
+
+/// [`review_body`] with `-<tag_suffix>` added to every image's tag: images a server has
+/// not seen before (it remembers what it decided per image string), to time an
+/// admission that decides its images afresh.
+#[allow(dead_code)] // Only load_bodies uses it; the benches include this module too.
+pub fn review_body_tagged(containers: usize, tag_suffix: Option<&str>) -> Vec<u8> {
     let mut review: Value = serde_json::from_str(BASE).expect("fixture is JSON");
     let object = &mut review["request"]["object"];
     let template = object["spec"]["containers"][0].clone();
@@ -29,7 +37,15 @@ pub fn review_body(containers: usize) -> Vec<u8> {
         .map(|i| {
             let mut c = template.clone();
             c["name"] = json!(format!("container-{i}"));
-            c["image"] = json!(IMAGES[i % IMAGES.len()]);
+            let image = IMAGES[i % IMAGES.len()];
+            c["image"] = json!(match tag_suffix {
+                // Every image above has a tag; the digest, if any, follows it.
+                Some(suffix) => match image.split_once('@') {
+                    Some((name, digest)) => format!("{name}-{suffix}@{digest}"),
+                    None => format!("{image}-{suffix}"),
+                },
+                None => image.to_owned(),
+            });
             c
         })
         .collect();
