@@ -261,8 +261,8 @@ mod tests {
         let mut pod = nginx_pod();
         pod["spec"]["containers"] = json!([
             {"name": "a", "image": "nginx"}, {"name": "b", "image": "gcr.io/x/y"}, {"name": "c", "image": "BAD"}]);
-        let body = body(pod_request("CREATE", None, pod, Value::Null));
-        let incoming = parse_review(&body).unwrap();
+        let request_body = body(pod_request("CREATE", None, pod, Value::Null));
+        let incoming = parse_review(&request_body).unwrap();
         let rules = rules();
         let reviewed = review(
             &incoming,
@@ -292,8 +292,8 @@ mod tests {
     fn harbor_being_down_does_not_matter_when_nothing_would_move() {
         let mut pod = nginx_pod();
         pod["spec"]["containers"] = json!([{"name": "b", "image": "gcr.io/x/y"}]);
-        let body = body(pod_request("CREATE", None, pod, Value::Null));
-        let incoming = parse_review(&body).unwrap();
+        let request_body = body(pod_request("CREATE", None, pod, Value::Null));
+        let incoming = parse_review(&request_body).unwrap();
         let rules = rules();
         let reviewed = review(
             &incoming,
@@ -352,8 +352,8 @@ mod tests {
         let pod = json!({"metadata": {"generateName": "web-7d9f-"}, "spec": {}});
         let mut request = pod_request("CREATE", None, pod, Value::Null);
         request["namespace"] = json!("shop");
-        let body = body(request);
-        let incoming = parse_review(&body).unwrap();
+        let request_body = body(request);
+        let incoming = parse_review(&request_body).unwrap();
         assert_eq!(incoming.namespace_and_name(), ("shop", "web-7d9f-"));
     }
 
@@ -362,8 +362,8 @@ mod tests {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "redis"},
                                     {"name": "c", "image": "busybox"}]}});
-        let body = body(pod_request("CREATE", None, pod, Value::Null));
-        let incoming = parse_review(&body).unwrap();
+        let request_body = body(pod_request("CREATE", None, pod, Value::Null));
+        let incoming = parse_review(&request_body).unwrap();
         let rules = rules();
         let mut targets = rewrite_targets(&incoming, &rules);
         targets.sort();

@@ -495,9 +495,10 @@ mod tests {
         let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"spec":{"initContainers":[{"name":"i","image":"busybox"}],"containers":[{"name":"app","image":"nginx:1.27"},{"name":"s\u0069de","image":"quay.io/a/b\/c"},{"name":"none"}],"ephemeralContainers":[{"name":"debug","image":"alpine"}]}}}}"#;
         let incoming = read_fast(body).unwrap();
         let spec = &incoming.request.object.as_ref().unwrap().spec;
-        let within_body = |text: &str| {
-            let range = body.as_ptr_range();
-            range.contains(&text.as_ptr()) && text.len() < body.len()
+        // Borrowed, and from the body: a `&'static str` would be borrowed too.
+        let from_body = |text: &Cow<'_, str>| match text {
+            Cow::Borrowed(text) => body.as_ptr_range().contains(&text.as_ptr()),
+            Cow::Owned(_) => false,
         };
         let read: Vec<_> = [
             &spec.init_containers,
@@ -507,10 +508,9 @@ mod tests {
         .into_iter()
         .flat_map(|list| list.as_deref().unwrap())
         .map(|c| {
-            let image = c.image.as_ref();
             (
-                (c.name.as_ref(), matches!(c.name, Cow::Borrowed(_))),
-                image.map(|i| (i.as_ref(), matches!(i, Cow::Borrowed(_)))),
+                (c.name.as_ref(), from_body(&c.name)),
+                c.image.as_ref().map(|i| (i.as_ref(), from_body(i))),
             )
         })
         .collect();
@@ -524,11 +524,6 @@ mod tests {
                 (("debug", true), Some(("alpine", true))),
             ]
         );
-        for container in spec.containers.as_deref().unwrap() {
-            if let Cow::Borrowed(name) = container.name {
-                assert!(within_body(name), "{name}");
-            }
-        }
         assert_eq!(fast_path_disagreement(body), None);
     }
 }
