@@ -32,7 +32,7 @@
 # takes medians. Also reported: harbor-pilot's peak RSS and its first admission after
 # start against later ones (all with images it has not seen).
 #
-#   benches/load.sh                        3 rounds of 5 s per measurement (~12 minutes)
+#   benches/load.sh                        3 rounds of 5 s per measurement (~16 minutes)
 #   ROUNDS=5 DURATION=10 benches/load.sh   longer
 #
 # Needs: cargo, python3, h2load (Debian nghttp2-client: installed if missing), taskset.
