@@ -44,7 +44,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}    # seconds per measurement
 RATE=${RATE:-1000}         # requests/s of the latency runs
 RATE_SLICES=${RATE_SLICES:-5}  # slices of each round's one-at-a-time runs
-STARTS=${STARTS:-9}            # starts for the first admission (64 bodies: at most 10)
+STARTS=${STARTS:-15}           # starts for the first admission (128 bodies: at most 21)
 SAT_SLICES=${SAT_SLICES:-5}    # slices of each round's saturated runs
 WORK=target/load
 MIN_PORT=19441 NULL_PORT=19442 PILOT_PORT=19443 ADMIN_PORT=19080
@@ -53,7 +53,7 @@ die() { echo "benches/load.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed for the report"
 . benches/common.sh
 install_missing benches/load.sh h2load:nghttp2-client
-[ "$STARTS" -ge 1 ] && [ "$STARTS" -le 10 ] || die "STARTS is 1 to 10 (64 bodies of new images)"
+[ "$STARTS" -ge 1 ] && [ "$STARTS" -le 21 ] || die "STARTS is 1 to 21 (128 bodies of new images)"
 
 # Two builds: examples bring in the dev-dependencies, whose features (harbor-pilot-core's
 # `fuzzing` among them) cargo unifies into anything built in the same invocation. Built
