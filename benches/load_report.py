@@ -26,7 +26,7 @@ def run(path):
     latencies = sorted(int(r[2]) for r in rows)
     if not latencies:
         bad.append(f"{path}: no requests logged")
-        return {"rps": 0.0, "p50_us": 0, "p99_us": 0}
+        return {"rps": 0.0, "p50_us": 0, "p99_us": 0, "p25_us": 0, "p75_us": 0}
     rps = statistics.mean(float(x) for x in re.findall(r"finished in .*?, ([\d.]+) req/s", out))
     pick = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))]
     return {"rps": rps, "p50_us": pick(0.50), "p99_us": pick(0.99), "requests": len(latencies),
