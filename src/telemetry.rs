@@ -8,9 +8,12 @@ mod clock;
 mod json_line;
 
 use std::io::IsTerminal as _;
+use std::sync::OnceLock;
 
 use clap::ValueEnum;
+use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use buffer::{FlushGuard, LogBuffer};
 
@@ -27,7 +30,6 @@ pub enum LogFormat {
 /// Installs the global subscriber. Call once, from `main`, and keep the guard until
 /// the end: dropping it writes the lines still buffered.
 pub fn init(format: LogFormat) -> Option<FlushGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = match LogBuffer::start(std::io::stderr()) {
         Ok((buffer, guard)) => (Stderr::Buffered(buffer), Some(guard)),
         Err(error) => {
@@ -35,44 +37,68 @@ pub fn init(format: LogFormat) -> Option<FlushGuard> {
             (Stderr::Direct, None)
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(json_line::JsonLines::new(clock::UtcMicros))
-            .try_init(),
-    };
-    if let Err(error) = result {
+    let _ = FORMAT.set(format);
+    if let Err(error) = subscriber(format, writer).try_init() {
         eprintln!("harbor-pilot: logging already initialised: {error}");
     }
     guard
 }
 
-/// Runs `f` with every event on this thread dropped (the warm-ups: their admissions
-/// are made up and must not be logged), then recomputes tracing's callsite interest.
-/// tracing caches each callsite's interest over every subscriber alive when it
-/// registers: callsites first reached here got "always" from the real subscriber and
-/// "never" from this one, which makes "sometimes", and every later event of theirs,
-/// enabled or not, went back to the filter (for a rewriting admission's INFO line ~120
-/// instructions and ~13 instruction-cache misses; hyper's and h2's disabled trace
-/// events too, by callgrind). Once this subscriber is gone the recomputed interest is
-/// the real subscriber's alone.
+/// The format [`init`] was given, for the warm-ups' subscriber.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// The subscriber of [`init`], writing to `writer`. One type whatever the writer, so
+/// that the warm-ups' subscriber (writing nowhere) runs the machine code of the real one.
+fn subscriber(format: LogFormat, writer: Stderr) -> Dispatch {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => Dispatch::new(builder.finish()),
+        LogFormat::Json => Dispatch::new(
+            builder
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(json_line::JsonLines::new(clock::UtcMicros))
+                .finish(),
+        ),
+    }
+}
+
+/// A subscriber like the real one (its format, its level) whose lines go nowhere: the
+/// warm-ups' admissions are made up and must not be logged, but formatting their lines
+/// runs the formatting code before the first real admission does. (Dropping every
+/// event instead left the first real admission's log line to run ~10 cache lines of
+/// code for the first time, by callgrind.) Without [`init`] (tests) events are dropped.
+pub fn discarding() -> Dispatch {
+    match FORMAT.get() {
+        Some(format) => subscriber(*format, Stderr::Discard),
+        None => Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+    }
+}
+
+/// Runs `f` with every line of this thread's events discarded ([`discarding`]), then
+/// recomputes tracing's callsite interest. tracing caches each callsite's interest over
+/// every subscriber alive when it registers: had the two subscribers disagreed (this
+/// one used to drop everything) a callsite first reached here got "sometimes", and
+/// every later event of it, enabled or not, went back to the filter (for a rewriting
+/// admission's INFO line ~120 instructions and ~13 instruction-cache misses; hyper's and
+/// h2's disabled trace events too, by callgrind). Once this subscriber is gone the
+/// recomputed interest is the real subscriber's alone.
 pub fn without_logging<T>(f: impl FnOnce() -> T) -> T {
-    let result = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f);
+    let result = tracing::dispatcher::with_default(&discarding(), f);
     tracing::callsite::rebuild_interest_cache();
     result
 }
 
 /// Where log lines go: the writer thread's buffer, or (when no thread could be
-/// started) straight to stderr.
+/// started) straight to stderr; nowhere for the warm-ups ([`discarding`]).
 #[derive(Debug, Clone)]
 enum Stderr {
     Buffered(LogBuffer),
     Direct,
+    Discard,
 }
 
 impl std::io::Write for Stderr {
@@ -80,6 +106,7 @@ impl std::io::Write for Stderr {
         match self {
             Self::Buffered(buffer) => buffer.write(buf),
             Self::Direct => std::io::stderr().write(buf),
+            Self::Discard => Ok(buf.len()),
         }
     }
 
@@ -87,6 +114,7 @@ impl std::io::Write for Stderr {
         match self {
             Self::Buffered(buffer) => buffer.write_all(buf),
             Self::Direct => std::io::stderr().write_all(buf),
+            Self::Discard => Ok(()),
         }
     }
 
@@ -94,6 +122,7 @@ impl std::io::Write for Stderr {
         match self {
             Self::Buffered(buffer) => buffer.flush(),
             Self::Direct => std::io::stderr().flush(),
+            Self::Discard => Ok(()),
         }
     }
 }
