@@ -1,5 +1,5 @@
-//! One admission over HTTP/1.1 and one over HTTP/2, through the whole server path, before
-//! the webhook port is marked ready.
+//! Admissions over HTTP/1.1 and HTTP/2, with each TLS 1.3 cipher suite, through the
+//! whole server path, before the webhook port is marked ready.
 //!
 //! `webhook::warm_up` runs the review itself once at start, but the first real
 //! admission still ran code the process had never run: the TLS handshake and record
@@ -12,8 +12,9 @@
 //! Nothing of it is visible outside: its own listener (the real port never sees it), its
 //! own metrics registry (no admission is counted), a throwaway copy of the rules (the
 //! decision memory stays as it was), no health gate or `verify` (nothing asks Harbor),
-//! and no log line (a thread of its own, with a subscriber that drops everything). The
-//! server code and types are the real ones, so the machine code run is the same.
+//! and no log line (threads of its own, with a subscriber that formats each line and
+//! throws it away). The server code and types are the real ones, so the machine code
+//! run is the same.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -86,14 +87,12 @@ pub enum WarmUpError {
 }
 
 /// Runs the warm-up on a thread of its own and waits for it, at most [`BUDGET`]; whether
-/// both answers carried a patch (they do when the rules rewrite their first upstream).
+/// every answer carried a patch (they do when the rules rewrite their first upstream).
 pub async fn run(warm_up: WarmUp) -> Result<bool, WarmUpError> {
     let (done, finished) = oneshot::channel();
     std::thread::Builder::new()
         .name("warm-up".to_owned())
         .spawn(move || {
-            // Everything below runs on this thread (a current-thread runtime), so this
-            // subscriber sees all its events: none is logged.
             let result = telemetry::without_logging(|| on_this_thread(warm_up));
             let _ = done.send(result);
         })
@@ -105,8 +104,27 @@ pub async fn run(warm_up: WarmUp) -> Result<bool, WarmUpError> {
     }
 }
 
+thread_local! {
+    /// The warm-up runtime's worker thread logs nothing either ([`telemetry::discarding`]).
+    static DISCARDING: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A runtime of the real one's kind (multi-threaded, here with one worker) rather than a
+/// current-thread one: tokio's task code is generic over the scheduler, and on a
+/// current-thread runtime the connection tasks were other machine code than the real
+/// port's, which the first real admission then ran for the first time (~20 cache lines
+/// of it, by callgrind).
 fn on_this_thread(warm_up: WarmUp) -> Result<bool, WarmUpError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let discarding = telemetry::discarding();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("warm-up-worker")
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&discarding);
+            DISCARDING.with(|slot| *slot.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| DISCARDING.with(|slot| drop(slot.borrow_mut().take())))
         .enable_all()
         .build()
         .map_err(|e| WarmUpError::Setup(format!("runtime: {e}")))?;
@@ -130,7 +148,9 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         .await
         .map_err(|e| setup("listener", &e))?;
     let addr = listener.local_addr().map_err(|e| setup("listener", &e))?;
-    let metrics = Metrics::new().map_err(|e| setup("metrics", &e))?;
+    let mut metrics = Metrics::new().map_err(|e| setup("metrics", &e))?;
+    // As the real port's are: counting an image then finds its upstream's series.
+    metrics.register_upstreams(warm_up.rules.proxies().map(|(upstream, _)| upstream));
     let review = webhook::made_up_review(&warm_up.rules);
     let state = WebhookState {
         rules: Arc::new(CachedRules::clone(&warm_up.rules)),
@@ -151,17 +171,49 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         stopped,
         Duration::ZERO,
     );
-    let client =
-        Client::new(pinned, &warm_up.provider, review).map_err(|e| setup("client TLS", &e))?;
+    let mut clients = Vec::new();
+    for provider in one_per_tls13_suite(&warm_up.provider) {
+        let client = Client::new(pinned.clone(), &Arc::new(provider), review.clone())
+            .map_err(|e| setup("client TLS", &e))?;
+        clients.push(client);
+    }
     let result = async {
-        let http1 = client.admit(addr, Protocol::Http1).await?;
-        let http2 = client.admit(addr, Protocol::Http2).await?;
-        Ok(http1 && http2)
+        let mut patched = !clients.is_empty();
+        for client in &clients {
+            patched &= client.admit(addr, Protocol::Http1).await?;
+            patched &= client.admit(addr, Protocol::Http2).await?;
+        }
+        Ok(patched)
     }
     .await;
     let _ = stop.send(());
     let _ = serving.await;
     result
+}
+
+/// The provider once per TLS 1.3 cipher suite, that suite first (the server follows the
+/// client's order) and every other after it, as clients offer them. Each suite is code
+/// of its own (key schedule, record encryption) that the first real admission would
+/// otherwise run first: the API server's (Go's) first choice is AES-128-GCM, rustls's
+/// AES-256-GCM (measured by callgrind: the first real admission ran 6 cache lines of
+/// AES-128 code never run before, and more of reading a hello offering other suites).
+fn one_per_tls13_suite(provider: &CryptoProvider) -> Vec<CryptoProvider> {
+    let suites = &provider.cipher_suites;
+    suites
+        .iter()
+        .filter(|suite| suite.tls13().is_some())
+        .map(|first| CryptoProvider {
+            cipher_suites: std::iter::once(*first)
+                .chain(
+                    suites
+                        .iter()
+                        .filter(|s| s.suite() != first.suite())
+                        .copied(),
+                )
+                .collect(),
+            ..provider.clone()
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -343,6 +395,29 @@ mod tests {
             format!("{rules:?}").contains("remembered: 0"),
             "the warm-up reviewed with a copy: {rules:?}"
         );
+    }
+
+    #[test]
+    fn each_tls13_suite_is_offered_first_once_with_every_other_suite_after_it() {
+        let provider = tls::provider();
+        let all: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
+        let tls13: Vec<_> = provider
+            .cipher_suites
+            .iter()
+            .filter(|s| s.tls13().is_some())
+            .map(|s| s.suite())
+            .collect();
+        assert!(tls13.len() >= 2, "{tls13:?}");
+        let offers = one_per_tls13_suite(&provider);
+        let firsts: Vec<_> = offers.iter().map(|p| p.cipher_suites[0].suite()).collect();
+        assert_eq!(firsts, tls13);
+        for offer in &offers {
+            let mut offered: Vec<_> = offer.cipher_suites.iter().map(|s| s.suite()).collect();
+            offered.sort_by_key(|s| u16::from(*s));
+            let mut expected = all.clone();
+            expected.sort_by_key(|s| u16::from(*s));
+            assert_eq!(offered, expected, "every suite offered once");
+        }
     }
 
     #[test]
