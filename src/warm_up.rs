@@ -171,12 +171,11 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         stopped,
         Duration::ZERO,
     );
-    let mut clients = Vec::new();
-    for provider in one_per_tls13_suite(&warm_up.provider) {
-        let client = Client::new(pinned.clone(), &Arc::new(provider), review.clone())
-            .map_err(|e| setup("client TLS", &e))?;
-        clients.push(client);
-    }
+    let clients = one_per_tls13_suite(&warm_up.provider)
+        .into_iter()
+        .map(|provider| Client::new(pinned.clone(), &Arc::new(provider), review.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| setup("client TLS", &e))?;
     let result = async {
         let mut patched = !clients.is_empty();
         for client in &clients {
