@@ -136,6 +136,24 @@ paired_low, paired_high = median_interval(paired) if paired else (0.0, 0.0)
 print(f"harbor-pilot: first admission / the same start's later ones, paired: median "
       f"{paired_median:.2f}x ({len(paired)} starts; 95 % interval of the median "
       f"{paired_low:.2f}-{paired_high:.2f}x)")
+
+
+def server_us(path):
+    """The server's own time per admission (µs), from the metric's sum after and before."""
+    return [(float(after) - float(before)) * 1e6
+            for after, before in (line.split() for line in open(f"{path}.server") if line.strip())]
+
+
+s_firsts, s_laters = server_us(f"{WORK}/start"), server_us(f"{WORK}/later")
+s_paired = [f / statistics.median(s_laters[5 * i:5 * i + 5]) for i, f in enumerate(s_firsts)
+            if len(s_laters[5 * i:5 * i + 5]) == 5]
+s_paired_median = statistics.median(s_paired) if s_paired else 0.0
+s_low, s_high = median_interval(s_paired) if s_paired else (0.0, 0.0)
+if s_firsts and s_laters:
+    print(f"harbor-pilot: the server's own time (body read to answer): first admission "
+          f"{statistics.median(s_firsts):.0f} µs, later ones {statistics.median(s_laters):.0f} "
+          f"(with the images remembered {statistics.median(server_us(f'{WORK}/remembered')):.0f}); "
+          f"paired median {s_paired_median:.2f}x (95 % interval {s_low:.2f}-{s_high:.2f}x)")
 print(f"harbor-pilot: peak RSS {rss_mib:.1f} MiB")
 print("goal: throughput >= 0.90x and p50 (one at a time) <= 1.20x the minimal webhook's")
 with open(f"{WORK}/results.json", "w") as f:
@@ -150,6 +168,10 @@ with open(f"{WORK}/results.json", "w") as f:
                "later_admissions_remembered_quartiles_us": [remembered["p25_us"], remembered["p75_us"]],
                "first_admission_paired_ratio": round(paired_median, 3),
                "first_admission_paired_ratio_ci95": [round(paired_low, 3), round(paired_high, 3)],
+               "first_admission_server_us": round(statistics.median(s_firsts), 1) if s_firsts else 0,
+               "later_admissions_server_us": round(statistics.median(s_laters), 1) if s_laters else 0,
+               "first_admission_server_paired_ratio": round(s_paired_median, 3),
+               "first_admission_server_paired_ratio_ci95": [round(s_low, 3), round(s_high, 3)],
                "runs": results}, f, indent=2)
 if bad:
     print("\nFAILED REQUESTS:\n" + "\n".join(bad))
