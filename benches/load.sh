@@ -159,10 +159,11 @@ h2load_run() {
 : >"$WORK/later.server"
 : >"$WORK/remembered.server"
 # Also the server's own time for each admission, from reading the body to the answer
-# (the sum of harbor_pilot_admission_duration_seconds before and after it): without the
-# handshake, the client and the VM's scheduling, it is far less spread than h2load's
-# latency (a first admission's ratio to its start's later ones: quartiles 1.17-1.23
-# against 0.9-1.3 for the latency).
+# (the sum of harbor_pilot_admission_duration_seconds after it and after the one before;
+# read after each admission, so no scrape wakes the server just before the next):
+# without the handshake, the client and the VM's scheduling, it is far less spread than
+# h2load's latency (a first admission's ratio to its start's later ones: quartiles
+# 1.17-1.23 against 0.9-1.3 for the latency).
 admission_seconds_sum() {
   curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
     awk '/^harbor_pilot_admission_duration_seconds_sum / {print $2}'
@@ -170,6 +171,7 @@ admission_seconds_sum() {
 new=0
 for _ in $(seq "$STARTS"); do
   start_pilot
+  sum=$(admission_seconds_sum)
   for n in $(seq 0 8); do
     sleep 0.5
     case $n in
@@ -178,9 +180,10 @@ for _ in $(seq "$STARTS"); do
       *) log="$WORK/remembered.log" ;;
     esac
     [ "$n" -gt 5 ] || new=$((new + 1))
-    before=$(admission_seconds_sum)
     h2load_run harbor-pilot "$PILOT_PORT" h1 "3-new-$new" first
-    echo "$(admission_seconds_sum) $before" >>"${log%.log}.server"
+    before=$sum
+    sum=$(admission_seconds_sum)
+    echo "$sum $before" >>"${log%.log}.server"
     cat "$WORK/harbor-pilot-h1-3-new-$new-first.log" >>"$log"
     mv "$WORK/harbor-pilot-h1-3-new-$new-first.out" "${log%.log}.out"
     rm -f "$WORK/harbor-pilot-h1-3-new-$new-first.log"

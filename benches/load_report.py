@@ -128,14 +128,14 @@ def median_interval(xs, level=0.95):
     return (xs[k - 1], xs[n - k]) if k >= 1 else (xs[0], xs[-1])
 
 
-firsts, laters = latencies_in_order(f"{WORK}/start"), latencies_in_order(f"{WORK}/later")
-paired = [f / statistics.median(laters[5 * i:5 * i + 5]) for i, f in enumerate(firsts)
-          if len(laters[5 * i:5 * i + 5]) == 5]
-paired_median = statistics.median(paired) if paired else 0.0
-paired_low, paired_high = median_interval(paired) if paired else (0.0, 0.0)
-print(f"harbor-pilot: first admission / the same start's later ones, paired: median "
-      f"{paired_median:.2f}x ({len(paired)} starts; 95 % interval of the median "
-      f"{paired_low:.2f}-{paired_high:.2f}x)")
+def paired_by_start(firsts, laters):
+    """Each start's first over the median of its five later ones: their median and its
+    interval."""
+    paired = [f / statistics.median(laters[5 * i:5 * i + 5]) for i, f in enumerate(firsts)
+              if len(laters[5 * i:5 * i + 5]) == 5]
+    if not paired:
+        return 0.0, (0.0, 0.0)
+    return statistics.median(paired), median_interval(paired)
 
 
 def server_us(path):
@@ -144,11 +144,13 @@ def server_us(path):
             for after, before in (line.split() for line in open(f"{path}.server") if line.strip())]
 
 
+firsts, laters = latencies_in_order(f"{WORK}/start"), latencies_in_order(f"{WORK}/later")
+paired_median, (paired_low, paired_high) = paired_by_start(firsts, laters)
+print(f"harbor-pilot: first admission / the same start's later ones, paired: median "
+      f"{paired_median:.2f}x ({len(firsts)} starts; 95 % interval of the median "
+      f"{paired_low:.2f}-{paired_high:.2f}x)")
 s_firsts, s_laters = server_us(f"{WORK}/start"), server_us(f"{WORK}/later")
-s_paired = [f / statistics.median(s_laters[5 * i:5 * i + 5]) for i, f in enumerate(s_firsts)
-            if len(s_laters[5 * i:5 * i + 5]) == 5]
-s_paired_median = statistics.median(s_paired) if s_paired else 0.0
-s_low, s_high = median_interval(s_paired) if s_paired else (0.0, 0.0)
+s_paired_median, (s_low, s_high) = paired_by_start(s_firsts, s_laters)
 if s_firsts and s_laters:
     print(f"harbor-pilot: the server's own time (body read to answer): first admission "
           f"{statistics.median(s_firsts):.0f} µs, later ones {statistics.median(s_laters):.0f} "
