@@ -30,7 +30,8 @@
 #              earlier runs measured latency this way.
 # Servers run on CPU 0 and h2load on CPU 1; rounds alternate the servers and the report
 # takes medians. Also reported: harbor-pilot's peak RSS and its first admission after
-# start against later ones (all with images it has not seen).
+# start against later ones (all with images it has not seen), in latency and in the
+# server's own time.
 #
 #   benches/load.sh                        3 rounds of 5 s per measurement (~19 minutes)
 #   ROUNDS=5 DURATION=10 benches/load.sh   longer
