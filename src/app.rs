@@ -260,18 +260,24 @@ impl Webhook {
             max_body_bytes: settings.max_body_bytes,
             body_read_timeout: settings.body_read_timeout,
             gate,
+            silent: false,
         };
-        let warm_up = warm_up::run(WarmUp {
+        let warm_up = WarmUp {
             store: warm_up_store,
             provider: warm_up_provider,
             rules: Arc::clone(&rules),
             limits: settings.limits,
             max_body_bytes: settings.max_body_bytes,
             body_read_timeout: settings.body_read_timeout,
-        });
-        if let Err(error) = warm_up.await {
-            tracing::warn!(%error, "warm-up admission failed; the first admission may be slower");
-        }
+        };
+        // The warm-up's admissions go through the real port (see warm_up), unless it
+        // asks for client certificates, which our client has none of (or the pass could
+        // not be made, which the own port's warm-up then reports).
+        let pass = settings
+            .client_ca_file
+            .is_none()
+            .then(|| warm_up::pass(&warm_up).ok())
+            .flatten();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = webhook::spawn_server(
             listener,
@@ -280,7 +286,30 @@ impl Webhook {
             settings.limits,
             stopped,
             settings.drain_timeout,
+            pass.clone(),
         );
+        let server = match &pass {
+            Some(pass) => warm_up::Server::RealPort {
+                addr,
+                pass: Arc::clone(pass),
+            },
+            None => warm_up::Server::OwnPort,
+        };
+        let warmed = warm_up::run(warm_up, server).await;
+        if let Some(pass) = &pass {
+            pass.close();
+        }
+        match warmed {
+            // At debug level the connections' own lines (rustls, h2) show; this says whose.
+            Ok(_) => tracing::debug!(
+                through_webhook_port = pass.is_some(),
+                "warm-up admissions done (made up: not counted, their decisions not logged)"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                "warm-up admission failed; the first admission may be slower"
+            ),
+        }
         admin.readiness().set(true);
         tracing::info!(%addr, path = webhook::MUTATE_PATH, "webhook listening");
         Ok(Self {

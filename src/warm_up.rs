@@ -5,23 +5,34 @@
 //! admission still ran code the process had never run: the TLS handshake and record
 //! layer, hyper's connection, the body read, the answer written back, each paying page
 //! faults and cold caches on first use (measured: the first admission after start took
-//! 0.43–0.68 ms, later ones 0.21–0.31 ms). Here a client of our own talks to the same
-//! server code on a loopback port of its own, so the real port's first caller meets code
-//! that has run before.
+//! 0.43–0.68 ms, later ones 0.21–0.31 ms). Here a client of our own posts made-up
+//! admissions to the real port itself, so its first caller meets code, tasks and
+//! connection bookkeeping that have served before. A server of the warm-up's own,
+//! running the same code on another loopback port, left the real port's own serving
+//! cold: inside the server the first real admission took 1.20× its start's later ones
+//! (paired medians over 20 starts), and 1.14× through the real port — as much as the
+//! first pod of a new shape takes in a process that has served others for a while
+//! (1.15×; 1.16× with the own port). That part is no start-up cost: the first pod of
+//! each shape pays it at any time (a one-container pod after 3-container ones: 1.29×
+//! its later ones). Only when
+//! the real port asks for client certificates, which our client has none of, does
+//! the warm-up fall back to a port of its own ([`Server::OwnPort`]).
 //!
-//! Nothing of it is visible outside: its own listener (the real port never sees it), its
-//! own metrics registry (no admission is counted), a throwaway copy of the rules (the
-//! decision memory stays as it was), no health gate or `verify` (nothing asks Harbor),
-//! and no log line (threads of its own, with a subscriber that formats each line and
-//! throws it away). The server code and types are the real ones, so the machine code
-//! run is the same.
+//! Nothing of it is visible outside: the real port answers the warm-up's admissions
+//! with a state of their own (`webhook::WarmUpPass`: metrics of their own, so no
+//! admission is counted; a throwaway copy of the rules, so the decision memory stays as it was; no
+//! health gate or `verify`, so nothing asks Harbor) and logs nothing of them (their
+//! lines are formatted and thrown away, [`telemetry::without_logging`]); the client
+//! runs on a thread of its own that logs nothing either. Only at debug level do the
+//! warm-up's connections show, in rustls's and h2's own lines, followed by one line
+//! saying whose they were.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderValue, Request, StatusCode, header};
 use harbor_pilot_core::gate::HarborGate;
 use harbor_pilot_core::rules::CachedRules;
 use http_body_util::{BodyExt as _, Full};
@@ -37,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::server::{self, ConnectionLimits, Transport};
 use crate::telemetry;
 use crate::tls::{self, CertStore, KnownServer};
-use crate::webhook::{self, WebhookState};
+use crate::webhook::{self, WarmUpPass, WebhookState};
 
 /// Longest the warm-up may hold up start-up; past it the port is marked ready anyway.
 pub const BUDGET: Duration = Duration::from_secs(5);
@@ -45,7 +56,7 @@ pub const BUDGET: Duration = Duration::from_secs(5);
 /// What the warm-up needs from start-up.
 #[derive(Debug)]
 pub struct WarmUp {
-    /// The certificate the real port serves (the warm-up serves and pins the same one).
+    /// The certificate the real port serves (the warm-up's client pins it).
     pub store: Arc<CertStore>,
     /// The crypto provider of the real port.
     pub provider: Arc<CryptoProvider>,
@@ -57,6 +68,21 @@ pub struct WarmUp {
     pub max_body_bytes: usize,
     /// The real port's body read timeout.
     pub body_read_timeout: Duration,
+}
+
+/// Where the warm-up's admissions are served.
+#[derive(Debug)]
+pub enum Server {
+    /// The real port, at `addr`, serving with `pass` (from [`pass`]).
+    RealPort {
+        /// The address the port is bound to (an unspecified one is reached on loopback).
+        addr: SocketAddr,
+        /// The pass the port's server was given.
+        pass: Arc<WarmUpPass>,
+    },
+    /// A loopback port of the warm-up's own, on the same server code: for a real port
+    /// that asks for client certificates.
+    OwnPort,
 }
 
 /// Why the warm-up did not complete. Never fatal: the first admission is then only slower.
@@ -86,14 +112,53 @@ pub enum WarmUpError {
     TimedOut,
 }
 
-/// Runs the warm-up on a thread of its own and waits for it, at most [`BUDGET`]; whether
-/// every answer carried a patch (they do when the rules rewrite their first upstream).
-pub async fn run(warm_up: WarmUp) -> Result<bool, WarmUpError> {
+/// The pass for the real port's server: a random token, and the state the warm-up's
+/// admissions are answered with.
+pub fn pass(warm_up: &WarmUp) -> Result<Arc<WarmUpPass>, WarmUpError> {
+    let mut random = [0_u8; 16];
+    warm_up
+        .provider
+        .secure_random
+        .fill(&mut random)
+        .map_err(|_| WarmUpError::Setup("no random token".to_owned()))?;
+    let hex: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    let mut token = HeaderValue::from_str(&hex)
+        .map_err(|e| WarmUpError::Setup(format!("random token: {e}")))?;
+    // Never entered into an HTTP/2 header table.
+    token.set_sensitive(true);
+    Ok(WarmUpPass::new(token, throwaway_state(warm_up)?))
+}
+
+/// What the warm-up's admissions are answered with: the real port's limits, with
+/// metrics of its own, a copy of the rules, Harbor taken as available and no `verify`.
+fn throwaway_state(warm_up: &WarmUp) -> Result<WebhookState, WarmUpError> {
+    let mut metrics = Metrics::new().map_err(|e| WarmUpError::Setup(format!("metrics: {e}")))?;
+    // As the real port's are: counting an image then finds its upstream's series.
+    metrics.register_upstreams(warm_up.rules.proxies().map(|(upstream, _)| upstream));
+    Ok(WebhookState {
+        rules: Arc::new(CachedRules::clone(&warm_up.rules)),
+        metrics,
+        // Raised to the made-up review's size under a smaller --max-body-bytes: the
+        // limit is a number the same code compares, not a path of its own.
+        max_body_bytes: warm_up
+            .max_body_bytes
+            .max(webhook::made_up_review(&warm_up.rules).len()),
+        body_read_timeout: warm_up.body_read_timeout,
+        gate: HarborGate::always_open(),
+        verifier: None,
+        silent: true,
+    })
+}
+
+/// Runs the warm-up's client on a thread of its own and waits for it, at most
+/// [`BUDGET`]; whether every answer carried a patch (they do when the rules rewrite
+/// their first upstream).
+pub async fn run(warm_up: WarmUp, server: Server) -> Result<bool, WarmUpError> {
     let (done, finished) = oneshot::channel();
     std::thread::Builder::new()
         .name("warm-up".to_owned())
         .spawn(move || {
-            let result = telemetry::without_logging(|| on_this_thread(warm_up));
+            let result = telemetry::without_logging(|| on_this_thread(warm_up, server));
             let _ = done.send(result);
         })
         .map_err(|e| WarmUpError::Setup(format!("thread: {e}")))?;
@@ -112,10 +177,10 @@ thread_local! {
 
 /// A runtime of the real one's kind (multi-threaded, here with one worker) rather than a
 /// current-thread one: tokio's task code is generic over the scheduler, and on a
-/// current-thread runtime the connection tasks were other machine code than the real
-/// port's, which the first real admission then ran for the first time (~20 cache lines
-/// of it, by callgrind).
-fn on_this_thread(warm_up: WarmUp) -> Result<bool, WarmUpError> {
+/// current-thread runtime the own port's connection tasks were other machine code than
+/// the real port's, which the first real admission then ran for the first time (~20
+/// cache lines of it, by callgrind).
+fn on_this_thread(warm_up: WarmUp, server: Server) -> Result<bool, WarmUpError> {
     let discarding = telemetry::discarding();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -128,11 +193,29 @@ fn on_this_thread(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         .enable_all()
         .build()
         .map_err(|e| WarmUpError::Setup(format!("runtime: {e}")))?;
-    runtime.block_on(serve_and_admit(warm_up))
+    runtime.block_on(async move {
+        match server {
+            Server::RealPort { addr, pass } => {
+                let clients = clients(&warm_up, Some(pass.token()))?;
+                admit_all(&clients, on_loopback(addr)).await
+            }
+            Server::OwnPort => serve_and_admit(warm_up).await,
+        }
+    })
 }
 
-async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
-    let setup = |what: &str, e: &dyn std::fmt::Display| WarmUpError::Setup(format!("{what}: {e}"));
+/// `addr`, or loopback of its family when it is the unspecified address.
+fn on_loopback(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// One client per TLS 1.3 cipher suite, pinning the served certificate.
+fn clients(warm_up: &WarmUp, token: Option<&HeaderValue>) -> Result<Vec<Client>, WarmUpError> {
     let pinned = warm_up
         .store
         .current()
@@ -140,28 +223,48 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         .first()
         .cloned()
         .ok_or_else(|| WarmUpError::Setup("no certificate".to_owned()))?;
+    let review = Bytes::from(webhook::made_up_review(&warm_up.rules));
+    one_per_tls13_suite(&warm_up.provider)
+        .into_iter()
+        .map(|provider| {
+            Client::new(
+                pinned.clone(),
+                &Arc::new(provider),
+                review.clone(),
+                token.cloned(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| WarmUpError::Setup(format!("client TLS: {e}")))
+}
+
+/// Each client admits over HTTP/1.1, then HTTP/2; whether every answer was patched.
+async fn admit_all(clients: &[Client], addr: SocketAddr) -> Result<bool, WarmUpError> {
+    let mut patched = !clients.is_empty();
+    for client in clients {
+        patched &= client.admit(addr, Protocol::Http1).await?;
+        patched &= client.admit(addr, Protocol::Http2).await?;
+    }
+    Ok(patched)
+}
+
+async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| WarmUpError::Setup(format!("{what}: {e}"));
     // Without client authentication even when the real port requires it: our client has
     // no certificate from the API server's CA. The rest of the handshake is the same.
-    let server_config = tls::server_config(warm_up.store, Arc::clone(&warm_up.provider), None)
-        .map_err(|e| setup("TLS", &e))?;
+    let server_config = tls::server_config(
+        Arc::clone(&warm_up.store),
+        Arc::clone(&warm_up.provider),
+        None,
+    )
+    .map_err(|e| setup("TLS", &e))?;
     let listener = server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .map_err(|e| setup("listener", &e))?;
     let addr = listener.local_addr().map_err(|e| setup("listener", &e))?;
-    let mut metrics = Metrics::new().map_err(|e| setup("metrics", &e))?;
-    // As the real port's are: counting an image then finds its upstream's series.
-    metrics.register_upstreams(warm_up.rules.proxies().map(|(upstream, _)| upstream));
-    let review = webhook::made_up_review(&warm_up.rules);
-    let state = WebhookState {
-        rules: Arc::new(CachedRules::clone(&warm_up.rules)),
-        metrics: metrics.clone(),
-        // Raised to the made-up review's size under a smaller --max-body-bytes: the
-        // limit is a number the same code compares, not a path of its own.
-        max_body_bytes: warm_up.max_body_bytes.max(review.len()),
-        body_read_timeout: warm_up.body_read_timeout,
-        gate: HarborGate::always_open(),
-        verifier: None,
-    };
+    let state = throwaway_state(&warm_up)?;
+    let metrics = state.metrics.clone();
+    let clients = clients(&warm_up, None)?;
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = webhook::spawn_server(
         listener,
@@ -170,21 +273,9 @@ async fn serve_and_admit(warm_up: WarmUp) -> Result<bool, WarmUpError> {
         warm_up.limits,
         stopped,
         Duration::ZERO,
+        None,
     );
-    let clients = one_per_tls13_suite(&warm_up.provider)
-        .into_iter()
-        .map(|provider| Client::new(pinned.clone(), &Arc::new(provider), review.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| setup("client TLS", &e))?;
-    let result = async {
-        let mut patched = !clients.is_empty();
-        for client in &clients {
-            patched &= client.admit(addr, Protocol::Http1).await?;
-            patched &= client.admit(addr, Protocol::Http2).await?;
-        }
-        Ok(patched)
-    }
-    .await;
+    let result = admit_all(&clients, addr).await;
     let _ = stop.send(());
     let _ = serving.await;
     result
@@ -235,23 +326,23 @@ struct Client {
     /// Without ALPN; each connection sets the protocol it speaks.
     tls: ClientConfig,
     review: Bytes,
+    /// The pass's token, through the real port.
+    token: Option<HeaderValue>,
 }
 
 impl Client {
     fn new(
         certificate: CertificateDer<'static>,
         provider: &Arc<CryptoProvider>,
-        review: Vec<u8>,
+        review: Bytes,
+        token: Option<HeaderValue>,
     ) -> Result<Self, rustls::Error> {
         let tls = ClientConfig::builder_with_provider(Arc::clone(provider))
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(KnownServer::exactly(certificate, provider)))
             .with_no_client_auth();
-        Ok(Self {
-            tls,
-            review: Bytes::from(review),
-        })
+        Ok(Self { tls, review, token })
     }
 
     /// Posts the made-up review the way the API server does; whether the allowed answer
@@ -276,14 +367,18 @@ impl Client {
             .connect(name, tcp)
             .await
             .map_err(|e| failed(format!("TLS: {e}")))?;
-        let request = Request::post(format!(
+        let mut request = Request::post(format!(
             "https://{addr}{}?timeout=10s",
             webhook::MUTATE_PATH
         ))
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, "application/json")
-        .body(Full::new(self.review.clone()))
-        .map_err(|e| failed(format!("request: {e}")))?;
+        .header(header::ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            request = request.header(webhook::WARM_UP_HEADER, token.clone());
+        }
+        let request = request
+            .body(Full::new(self.review.clone()))
+            .map_err(|e| failed(format!("request: {e}")))?;
         let io = TokioIo::new(tls);
         let response = match protocol {
             Protocol::Http1 => {
@@ -389,11 +484,121 @@ mod tests {
             "harbor: harbor.example.com\nproxies:\n  ghcr.io: ghcr-proxy\n",
         );
         let rules = Arc::clone(&warm_up.rules);
-        assert!(run(warm_up).await.unwrap(), "answered without a patch");
+        assert!(
+            run(warm_up, Server::OwnPort).await.unwrap(),
+            "answered without a patch"
+        );
         assert!(
             format!("{rules:?}").contains("remembered: 0"),
             "the warm-up reviewed with a copy: {rules:?}"
         );
+    }
+
+    /// The real port as `app` serves it: the rules and metrics of the process, the pass.
+    async fn real_port(
+        warm_up: &WarmUp,
+        pass: Option<Arc<WarmUpPass>>,
+    ) -> (SocketAddr, Metrics, oneshot::Sender<()>) {
+        let mut metrics = Metrics::new().unwrap();
+        metrics.register_upstreams(warm_up.rules.proxies().map(|(upstream, _)| upstream));
+        let state = WebhookState {
+            rules: Arc::clone(&warm_up.rules),
+            metrics: metrics.clone(),
+            max_body_bytes: warm_up.max_body_bytes,
+            body_read_timeout: warm_up.body_read_timeout,
+            gate: HarborGate::always_open(),
+            verifier: None,
+            silent: false,
+        };
+        let config = tls::server_config(Arc::clone(&warm_up.store), tls::provider(), None).unwrap();
+        let listener = server::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        webhook::spawn_server(
+            listener,
+            Transport::Tls(config, metrics.clone()),
+            state,
+            warm_up.limits,
+            stopped,
+            Duration::ZERO,
+            pass,
+        );
+        (addr, metrics, stop)
+    }
+
+    /// How many admissions `metrics` counted.
+    fn admissions(metrics: &Metrics) -> String {
+        let (text, _) = metrics.encode().unwrap();
+        String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("harbor_pilot_admission_duration_seconds_count "))
+            .unwrap()
+            .to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn through_the_real_port_the_warm_up_is_answered_but_neither_counted_nor_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = pair(dir.path());
+        let config = "harbor: harbor.example.com\nproxies:\n  ghcr.io: ghcr-proxy\n";
+        let (warm_up, other) = (warm_up(&pair, config), warm_up(&pair, config));
+        let rules = Arc::clone(&warm_up.rules);
+        let pass = pass(&warm_up).unwrap();
+        // Bound to 0.0.0.0: the warm-up reaches it on loopback.
+        let (addr, real, _stop) = real_port(&warm_up, Some(Arc::clone(&pass))).await;
+        let server = Server::RealPort {
+            addr,
+            pass: Arc::clone(&pass),
+        };
+        assert!(
+            run(warm_up, server).await.unwrap(),
+            "answered without a patch"
+        );
+        let suites = one_per_tls13_suite(&tls::provider()).len();
+        assert_eq!(admissions(&pass.state().metrics), (2 * suites).to_string());
+        assert_eq!(admissions(&real), "0", "the warm-up was counted");
+        assert!(format!("{rules:?}").contains("remembered: 0"), "{rules:?}");
+
+        // Another token, or the right one once the pass is closed: a real admission.
+        let addr = on_loopback(addr);
+        let wrong = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
+        let client = clients(&other, Some(&wrong)).unwrap().remove(0);
+        assert!(client.admit(addr, Protocol::Http2).await.unwrap());
+        assert_eq!(admissions(&real), "1");
+        pass.close();
+        let client = clients(&other, Some(pass.token())).unwrap().remove(0);
+        assert!(client.admit(addr, Protocol::Http1).await.unwrap());
+        assert_eq!(admissions(&real), "2");
+        assert_eq!(admissions(&pass.state().metrics), (2 * suites).to_string());
+        assert!(!format!("{rules:?}").contains("remembered: 0"), "{rules:?}");
+    }
+
+    #[test]
+    fn each_process_has_a_token_of_its_own_never_indexed_by_http2() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = pair(dir.path());
+        let warm_up = warm_up(
+            &pair,
+            "harbor: harbor.example.com\nproxies: {ghcr.io: ghcr-proxy}\n",
+        );
+        let (first, second) = (pass(&warm_up).unwrap(), pass(&warm_up).unwrap());
+        for token in [first.token(), second.token()] {
+            assert_eq!(token.len(), 32, "{token:?}");
+            assert!(token.is_sensitive());
+        }
+        assert_ne!(first.token(), second.token());
+    }
+
+    #[test]
+    fn an_unspecified_address_is_reached_on_loopback_of_its_family() {
+        let reached = |addr: &str| on_loopback(addr.parse().unwrap()).to_string();
+        assert_eq!(reached("0.0.0.0:8443"), "127.0.0.1:8443");
+        assert_eq!(reached("[::]:8443"), "[::1]:8443");
+        assert_eq!(reached("10.1.2.3:8443"), "10.1.2.3:8443");
+        assert_eq!(reached("127.0.0.1:9443"), "127.0.0.1:9443");
     }
 
     #[test]
@@ -467,7 +672,10 @@ mod tests {
             "harbor: harbor.example.com\nproxies:\n  ghcr.io: ghcr-proxy\n",
         );
         warm_up.max_body_bytes = 1024;
-        assert!(run(warm_up).await.unwrap(), "answered without a patch");
+        assert!(
+            run(warm_up, Server::OwnPort).await.unwrap(),
+            "answered without a patch"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,6 +686,9 @@ mod tests {
             &pair,
             "harbor: harbor.example.com\nproxies: {ghcr.io: ghcr-proxy}\nexclude: ['ghcr.io/**']\n",
         );
-        assert!(!run(warm_up).await.unwrap(), "answered with a patch");
+        assert!(
+            !run(warm_up, Server::OwnPort).await.unwrap(),
+            "answered with a patch"
+        );
     }
 }

@@ -9,11 +9,12 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures::future::Either;
@@ -50,6 +51,60 @@ pub struct WebhookState {
     pub gate: HarborGate,
     /// Checks rewrites against Harbor (`verify`), if configured.
     pub verifier: Option<Verifier>,
+    /// Log nothing of its admissions: the warm-up's, which are made up.
+    pub silent: bool,
+}
+
+/// The header carrying the warm-up's token ([`WarmUpPass`]).
+pub(crate) const WARM_UP_HEADER: &str = "harbor-pilot-warm-up";
+
+/// Lets the start-up warm-up's made-up admissions through the real port (see
+/// [`crate::warm_up`]) without their being logged, counted or remembered: a `POST
+/// /mutate` carrying the pass's token in [`WARM_UP_HEADER`] while the pass is open is
+/// answered with the pass's state (a throwaway copy of the rules, metrics of its own,
+/// [`WebhookState::silent`]) instead of the real one. The token is random per process and
+/// travels only inside the warm-up's own TLS connections, so no caller can use it to
+/// go unlogged; once closed, before the port is marked ready, the header is not even
+/// looked at (one relaxed atomic load per admission).
+#[derive(Debug)]
+pub struct WarmUpPass {
+    token: HeaderValue,
+    open: AtomicBool,
+    state: Arc<WebhookState>,
+}
+
+impl WarmUpPass {
+    /// An open pass for `token`, answering with `state` (made [`WebhookState::silent`]).
+    pub fn new(token: HeaderValue, state: WebhookState) -> Arc<Self> {
+        Arc::new(Self {
+            token,
+            open: AtomicBool::new(true),
+            state: Arc::new(WebhookState {
+                silent: true,
+                ..state
+            }),
+        })
+    }
+
+    /// The token the warm-up's requests carry.
+    pub fn token(&self) -> &HeaderValue {
+        &self.token
+    }
+
+    /// From now on every admission is a real one.
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Relaxed);
+    }
+
+    /// The state the warm-up's admissions are answered with.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> &WebhookState {
+        &self.state
+    }
+
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        self.open.load(Ordering::Relaxed) && headers.get(WARM_UP_HEADER) == Some(&self.token)
+    }
 }
 
 /// Parses references of every shape and runs one made-up review through the whole
@@ -82,17 +137,24 @@ pub(crate) fn warm_up(rules: &CachedRules) {
 /// A CREATE of a pod shaped like the ones a cluster sends (a Deployment's, over 16 KiB):
 /// an init container and three containers with what charts give them (env, ports,
 /// probes, resources, mounts, security contexts), labels, annotations with the escaped
-/// JSON of `kubectl apply`, owner references and managed fields. Its first image is one
-/// the rules rewrite (on the first proxied upstream). With a one-container pod of a few
-/// hundred bytes, the first real admission still ran ~110 cache lines of the review's
-/// reader for the first time (escaped strings, the fields it skips; counted under
-/// callgrind); with this pod, 7. The body also spans more than one TLS record.
+/// JSON of `kubectl apply`, owner references and managed fields. Its images are of the
+/// rules' proxied upstreams in turn, so the first is one the rules rewrite. With a
+/// one-container pod of a few hundred bytes, the first real admission still ran ~110
+/// cache lines of the review's reader for the first time (escaped strings, the fields
+/// it skips; counted under callgrind); with this pod, 7. The body also spans more than
+/// one TLS record.
 pub(crate) fn made_up_review(rules: &CachedRules) -> Vec<u8> {
-    let image = |name: &str| {
-        rules.proxies().next().map_or_else(
-            || format!("nginx:1.27-{name}"),
-            |(upstream, _)| format!("{upstream}/warm-up/{name}:1"),
-        )
+    // The proxied upstreams in turn, Docker Hub's images written as charts write them
+    // (no registry, `library/` implied): each upstream's rewrite and counter series, and
+    // the short name's normalisation, are then not first run by a real admission. (An
+    // h2load admission with such images before the first real one took that one from
+    // 1.17x to 1.09x a later one's time inside the server; with the warm-up through the
+    // real port the difference was within the noise, 1.13-1.18x against 1.14x.)
+    let upstreams: Vec<&str> = rules.proxies().map(|(upstream, _)| upstream).collect();
+    let image = |slot: usize, name: &str| match upstreams.get(slot % upstreams.len().max(1)) {
+        None => format!("nginx:1.27-{name}"),
+        Some(&"docker.io") => format!("{name}:1"),
+        Some(upstream) => format!("{upstream}/warm-up/{name}:1"),
     };
     let container = |name: &str, image: String| {
         serde_json::json!({
@@ -133,18 +195,18 @@ pub(crate) fn made_up_review(rules: &CachedRules) -> Vec<u8> {
         })
     };
     let containers = serde_json::json!([
-        container("app", image("app")),
+        container("app", image(1, "app")),
         container(
             "sidecar",
             format!(
                 "{}@sha256:{}",
-                image("sidecar"),
+                image(2, "sidecar"),
                 "0123456789abcdef".repeat(4)
             )
         ),
         container("proxy", "registry.k8s.io/pause:3.10".to_owned()),
     ]);
-    let init_containers = serde_json::json!([container("init", image("init"))]);
+    let init_containers = serde_json::json!([container("init", image(0, "init"))]);
     // What `kubectl apply` leaves: the whole manifest as one escaped JSON string.
     let last_applied = serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -244,14 +306,18 @@ pub(crate) fn made_up_review(rules: &CachedRules) -> Vec<u8> {
 /// The webhook port's service: `POST /mutate` straight to the review, anything else
 /// to [`other_requests`]. Every admission comes this way, and going through an axum
 /// router (path match, URL-parameter map, boxed service, futures and body) was 8 of an
-/// admission's 60 allocations.
-fn service(state: WebhookState) -> impl HttpService {
+/// admission's 60 allocations. The warm-up's admissions, while `warm_up` is open, are
+/// answered with its state.
+fn service(state: WebhookState, warm_up: Option<Arc<WarmUpPass>>) -> impl HttpService {
     let state = Arc::new(state);
     let others = TowerToHyperService::new(other_requests());
     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         // The path without the query: the API server calls `/mutate?timeout=10s`.
         if request.method() == Method::POST && request.uri().path() == MUTATE_PATH {
-            let state = Arc::clone(&state);
+            let state = match &warm_up {
+                Some(pass) if pass.admits(request.headers()) => Arc::clone(&pass.state),
+                _ => Arc::clone(&state),
+            };
             Either::Left(async move { Ok(review_body(&state, request.into_body()).await) })
         } else {
             Either::Right(others.call(request))
@@ -260,13 +326,14 @@ fn service(state: WebhookState) -> impl HttpService {
 }
 
 /// Serves the webhook on `listener` until `stop` fires (or its sender is dropped),
-/// then drains for at most `drain`; see [`server::serve`]. The webhook port and the
-/// warm-up both start their server here, and only here: the generic server code
-/// (accept loop, connection task, hyper and rustls) is then compiled once, in this
-/// module, and the warm-up runs the very machine code the port runs later. Started
-/// from two modules, each had its own copy (the compiler instantiates generics per
-/// codegen unit), and the first real admission ran ~750 cache lines of connection code
-/// for the first time (counted under callgrind).
+/// then drains for at most `drain`; see [`server::serve`]. `warm_up` lets the warm-up's
+/// admissions through ([`WarmUpPass`]). The webhook port and the warm-up's own port
+/// (when the warm-up cannot use the real one) start their server here, and only here:
+/// the generic server code (accept loop, connection task, hyper and rustls) is then
+/// compiled once, in this module, and the warm-up runs the very machine code the port
+/// runs later. Started from two modules, each had its own copy (the compiler
+/// instantiates generics per codegen unit), and the first real admission ran ~750
+/// cache lines of connection code for the first time (counted under callgrind).
 #[inline(never)]
 pub fn spawn_server(
     listener: TcpListener,
@@ -275,11 +342,12 @@ pub fn spawn_server(
     limits: ConnectionLimits,
     stop: oneshot::Receiver<()>,
     drain: Duration,
+    warm_up: Option<Arc<WarmUpPass>>,
 ) -> JoinHandle<()> {
     tokio::spawn(server::serve(
         listener,
         transport,
-        service(state),
+        service(state, warm_up),
         limits,
         async {
             let _ = stop.await;
@@ -366,10 +434,30 @@ async fn review_body(state: &WebhookState, body: hyper::body::Incoming) -> Respo
         None => Served::Yes,
         Some(known) => known.get(image).cloned().unwrap_or(Served::Unknown),
     };
+    let answer = || answer_and_count(state, &incoming, harbor, &served, body.len(), started);
+    if state.silent {
+        crate::telemetry::without_logging(answer)
+    } else {
+        answer()
+    }
+}
+
+/// The part of [`review_body`] after the last await: decide, log, count, answer. Never
+/// inlined: the warm-up's admissions call it under a discarding subscriber and real
+/// ones directly, and both must run the one copy of its machine code.
+#[inline(never)]
+fn answer_and_count(
+    state: &WebhookState,
+    incoming: &Incoming,
+    harbor: Harbor,
+    served: &dyn Fn(&str) -> Served,
+    bytes: usize,
+    started: Instant,
+) -> Response {
     let (namespace, name) = incoming.namespace_and_name();
     // A DEBUG span: an INFO span cost ~5 µs per request (a quarter of a small review)
     // even with nothing logged inside, so the INFO and WARN events below carry the same
-    // fields themselves. Entered after the last await.
+    // fields themselves.
     let span = tracing::debug_span!(
         "admission",
         uid = incoming.uid(),
@@ -379,8 +467,8 @@ async fn review_body(state: &WebhookState, body: hyper::body::Incoming) -> Respo
         dry_run = incoming.dry_run(),
     );
     let _entered = span.enter();
-    tracing::debug!(bytes = body.len(), "admission review received");
-    let answer = answer(&incoming, &state.rules, harbor, &served, namespace, name);
+    tracing::debug!(bytes, "admission review received");
+    let answer = answer(incoming, &state.rules, harbor, served, namespace, name);
     state.metrics.observe_review(
         admission::operation_label(incoming.operation()),
         answer.outcome,
