@@ -31,7 +31,8 @@
 # Servers run on CPU 0 and h2load on CPU 1; rounds alternate the servers and the report
 # takes medians. Also reported: harbor-pilot's peak RSS and its first admission after
 # start against later ones (all with images it has not seen), in latency and in the
-# server's own time.
+# server's own time, and against the first admission of the same pod after another
+# pod's.
 #
 #   benches/load.sh                        3 rounds of 5 s per measurement (~19 minutes)
 #   ROUNDS=5 DURATION=10 benches/load.sh   longer
@@ -45,7 +46,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}    # seconds per measurement
 RATE=${RATE:-1000}         # requests/s of the latency runs
 RATE_SLICES=${RATE_SLICES:-5}  # slices of each round's one-at-a-time runs
-STARTS=${STARTS:-40}           # starts for the first admission (256 bodies: at most 42)
+STARTS=${STARTS:-40}           # starts for the first admission after start
+SEASONED=${SEASONED:-20}       # starts for the first admission after another pod's
 SAT_SLICES=${SAT_SLICES:-5}    # slices of each round's saturated runs
 WORK=target/load
 MIN_PORT=19441 NULL_PORT=19442 PILOT_PORT=19443 ADMIN_PORT=19080
@@ -54,7 +56,8 @@ die() { echo "benches/load.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed for the report"
 . benches/common.sh
 install_missing benches/load.sh h2load:nghttp2-client
-[ "$STARTS" -ge 1 ] && [ "$STARTS" -le 42 ] || die "STARTS is 1 to 42 (256 bodies of new images)"
+[ "$STARTS" -ge 1 ] && [ "$SEASONED" -ge 1 ] && [ $((STARTS + SEASONED)) -le 64 ] ||
+  die "STARTS and SEASONED are at least 1 and at most 64 together (384 bodies of new images)"
 
 # Two builds: examples bring in the dev-dependencies, whose features (harbor-pilot-core's
 # `fuzzing` among them) cargo unifies into anything built in the same invocation. Built
@@ -159,6 +162,10 @@ h2load_run() {
 : >"$WORK/start.server"
 : >"$WORK/later.server"
 : >"$WORK/remembered.server"
+: >"$WORK/seasoned.log"
+: >"$WORK/seasoned-later.log"
+: >"$WORK/seasoned.server"
+: >"$WORK/seasoned-later.server"
 # Also the server's own time for each admission, from reading the body to the answer
 # (the sum of harbor_pilot_admission_duration_seconds after it and after the one before;
 # read after each admission, so no scrape wakes the server just before the next):
@@ -169,16 +176,30 @@ admission_seconds_sum() {
   curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
     awk '/^harbor_pilot_admission_duration_seconds_sum / {print $2}'
 }
+# STARTS starts as above, then SEASONED starts in which harbor-pilot first serves three
+# admissions of another pod (the microservices demo's, one container) and only then
+# the 3-container pod with new images (seasoned.*, five later ones in seasoned-later.*):
+# the first pod of a shape in a process that has served others. The first pod of each
+# shape costs more than its later ones at any time, not only after start (a
+# one-container pod after 3-container ones: 1.29x inside the server); these starts
+# show how much of the first admission after start is that, and how much start-up.
+cp tests/fixtures/admission/048-microservices-demo-deployment.json "$WORK/review-other.json"
 new=0
-for _ in $(seq "$STARTS"); do
+# first_admissions OTHERS FIRST LATER [REMEMBERED]: one start (see above).
+first_admissions() {
+  local others=$1 log n
   start_pilot
+  for _ in $(seq "$others"); do
+    sleep 0.5
+    h2load_run harbor-pilot "$PILOT_PORT" h1 other first
+  done
   sum=$(admission_seconds_sum)
-  for n in $(seq 0 8); do
+  for n in $(seq 0 $(($# == 4 ? 8 : 5))); do
     sleep 0.5
     case $n in
-      0) log="$WORK/start.log" ;;
-      [1-5]) log="$WORK/later.log" ;;
-      *) log="$WORK/remembered.log" ;;
+      0) log="$WORK/$2.log" ;;
+      [1-5]) log="$WORK/$3.log" ;;
+      *) log="$WORK/$4.log" ;;
     esac
     [ "$n" -gt 5 ] || new=$((new + 1))
     h2load_run harbor-pilot "$PILOT_PORT" h1 "3-new-$new" first
@@ -191,6 +212,12 @@ for _ in $(seq "$STARTS"); do
   done
   kill -INT "$PILOT_PID"
   wait "$PILOT_PID" || true
+}
+for _ in $(seq "$STARTS"); do
+  first_admissions 0 start later remembered
+done
+for _ in $(seq "$SEASONED"); do
+  first_admissions 3 seasoned seasoned-later
 done
 start_pilot
 
@@ -232,5 +259,5 @@ for round in $(seq "$ROUNDS"); do
 done
 
 PEAK_RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$PILOT_PID/status")
-export WORK ROUNDS DURATION RATE RATE_SLICES SAT_SLICES STARTS PEAK_RSS_KB
+export WORK ROUNDS DURATION RATE RATE_SLICES SAT_SLICES STARTS SEASONED PEAK_RSS_KB
 python3 benches/load_report.py

@@ -156,6 +156,19 @@ if s_firsts and s_laters:
           f"{statistics.median(s_firsts):.0f} µs, later ones {statistics.median(s_laters):.0f} "
           f"(with the images remembered {statistics.median(server_us(f'{WORK}/remembered')):.0f}); "
           f"paired median {s_paired_median:.2f}x (95 % interval {s_low:.2f}-{s_high:.2f}x)")
+# The first pod of a shape after another pod's, in a process that has served (SEASONED
+# starts): what the first pod of any shape costs at any time, against which the first
+# admission after start shows what start-up adds.
+v_firsts, v_laters = server_us(f"{WORK}/seasoned"), server_us(f"{WORK}/seasoned-later")
+v_paired_median, (v_low, v_high) = paired_by_start(v_firsts, v_laters)
+seasoned = int(os.environ["SEASONED"])
+if v_firsts and v_laters and s_firsts:
+    print(f"harbor-pilot: the server's own time, the same pod first after another pod's "
+          f"({seasoned} starts, three admissions of the microservices demo's pod first): "
+          f"{statistics.median(v_firsts):.0f} µs, later ones {statistics.median(v_laters):.0f}; "
+          f"paired median {v_paired_median:.2f}x (95 % interval {v_low:.2f}-{v_high:.2f}x); "
+          f"first after start / first after another pod: "
+          f"{statistics.median(s_firsts) / statistics.median(v_firsts):.2f}x")
 print(f"harbor-pilot: peak RSS {rss_mib:.1f} MiB")
 print("goal: throughput >= 0.90x and p50 (one at a time) <= 1.20x the minimal webhook's")
 with open(f"{WORK}/results.json", "w") as f:
@@ -174,6 +187,12 @@ with open(f"{WORK}/results.json", "w") as f:
                "later_admissions_server_us": round(statistics.median(s_laters), 1) if s_laters else 0,
                "first_admission_server_paired_ratio": round(s_paired_median, 3),
                "first_admission_server_paired_ratio_ci95": [round(s_low, 3), round(s_high, 3)],
+               "seasoned_first_admission_server_us":
+                   round(statistics.median(v_firsts), 1) if v_firsts else 0,
+               "seasoned_later_admissions_server_us":
+                   round(statistics.median(v_laters), 1) if v_laters else 0,
+               "seasoned_first_admission_server_paired_ratio": round(v_paired_median, 3),
+               "seasoned_first_admission_server_paired_ratio_ci95": [round(v_low, 3), round(v_high, 3)],
                "runs": results}, f, indent=2)
 if bad:
     print("\nFAILED REQUESTS:\n" + "\n".join(bad))

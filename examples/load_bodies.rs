@@ -1,7 +1,7 @@
 //! Writes the load benchmark's request bodies: `load_bodies <DIR>` creates
 //! `review-3.json` and `review-50.json` (pod CREATEs with 3 and 50 real-sized
 //! containers; the same bodies the criterion `review` bench uses), and
-//! `review-3-new-<n>.json` for n in 0..256: the 3-container body with images no other
+//! `review-3-new-<n>.json` for n in 0..384: the 3-container body with images no other
 //! body has (a suffix on their tags), for admissions that decide their images afresh.
 
 // An example's broken setup should stop loudly.
@@ -18,7 +18,7 @@ fn main() {
         std::fs::write(&path, support::review_body(containers)).unwrap();
         println!("{}", path.display());
     }
-    for n in 0..256 {
+    for n in 0..384 {
         let path = dir.join(format!("review-3-new-{n}.json"));
         std::fs::write(
             &path,
