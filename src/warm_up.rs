@@ -14,18 +14,18 @@
 //! first pod of a new shape takes in a process that has served others for a while
 //! (1.15×; 1.16× with the own port). That part is no start-up cost: the first pod of
 //! each shape pays it at any time (a one-container pod after 3-container ones: 1.29×
-//! its later ones). Only when
-//! the real port asks for client certificates, which our client has none of, does
-//! the warm-up fall back to a port of its own ([`Server::OwnPort`]).
+//! its later ones). Only when the real port asks for client certificates, which our
+//! client has none of, does the warm-up fall back to a port of its own
+//! ([`Server::OwnPort`]).
 //!
 //! Nothing of it is visible outside: the real port answers the warm-up's admissions
 //! with a state of their own (`webhook::WarmUpPass`: metrics of their own, so no
-//! admission is counted; a throwaway copy of the rules, so the decision memory stays as it was; no
-//! health gate or `verify`, so nothing asks Harbor) and logs nothing of them (their
-//! lines are formatted and thrown away, [`telemetry::without_logging`]); the client
-//! runs on a thread of its own that logs nothing either. Only at debug level do the
-//! warm-up's connections show, in rustls's and h2's own lines, followed by one line
-//! saying whose they were.
+//! admission is counted; a throwaway copy of the rules, so the decision memory stays
+//! as it was; no health gate or `verify`, so nothing asks Harbor) and logs nothing of
+//! them (their lines are formatted and thrown away, [`telemetry::without_logging`]);
+//! the client runs on a thread of its own that logs nothing either. Only at debug
+//! level do the warm-up's connections show, in rustls's and h2's own lines, followed
+//! by one line saying whose they were.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
