@@ -22,7 +22,10 @@
 #              Each round's DURATION is taken in RATE_SLICES slices, the servers
 #              alternating slice by slice, and the p50 is over the round's requests
 #              together: one server's 5 s in one piece moved its p50 by as much as
-#              the servers differ (the VM's neighbours come and go)
+#              the servers differ (the VM's neighbours come and go). Also each
+#              slice's p50 over the minimal's slice of the same turn, paired: the
+#              VM's slow spells (tens of ms to seconds) land in one server's slice
+#              and not the other's, and move the pooled p50 of a round with them
 #   burst      latency at the same total rate over the saturated runs' connections and
 #              streams. h2load's per-connection timers fire together, so requests come
 #              in bursts (h1: 4 at once; h2: 8 streams at once per connection) and wait
@@ -143,6 +146,8 @@ h2load_run() {
     "https://127.0.0.1:$port/mutate" >>"$out.out" || die "h2load failed; see $out.out"
   if [ "$mode" = rate ]; then
     echo "$(($(cpu_ns "$pid") - cpu)) $(($(date +%s%N) - wall))" >>"$out.cpu"
+    # Where each slice's requests end in the log, for the report's slice-by-slice pairs.
+    wc -l <"$out.log" >>"$out.slices"
   fi
 }
 
@@ -249,7 +254,7 @@ for round in $(seq "$ROUNDS"); do
         for server in "${servers[@]}"; do
           # shellcheck disable=SC2086
           set -- $server
-          for file in "$WORK/$1-$proto-$body-$mode".{log,out,cpu}; do
+          for file in "$WORK/$1-$proto-$body-$mode".{log,out,cpu,slices}; do
             [ ! -e "$file" ] || mv "$file" "${file%.*}.$round.${file##*.}"
           done
         done

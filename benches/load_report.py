@@ -41,6 +41,43 @@ def cpu_per_request(path):
     return sum(s[0] for s in slices) / sum(s[1] for s in slices) / RATE * 1e6
 
 
+def latencies_in_order(path):
+    return [int(line.split("\t")[2]) for line in open(f"{path}.log") if line.strip()]
+
+
+def median_interval(xs, level=0.95):
+    """The median's interval at `level`, distribution-free (order statistics, binomial at
+    one half): no assumption about the spread's shape."""
+    xs, n = sorted(xs), len(xs)
+    k = 0  # the largest k with P(Binomial(n, 1/2) < k) <= (1 - level) / 2
+    while k < n and sum(math.comb(n, i) for i in range(k + 1)) / 2**n <= (1 - level) / 2:
+        k += 1
+    return (xs[k - 1], xs[n - k]) if k >= 1 else (xs[0], xs[-1])
+
+
+def slice_p50s(path):
+    """The p50 (µs) of each slice of a fixed-rate run, in order (load.sh's .slices file:
+    the log's line count after each slice)."""
+    latencies = latencies_in_order(path)
+    ends = [int(line) for line in open(f"{path}.slices") if line.strip()]
+    return [statistics.median(latencies[start:end])
+            for start, end in zip([0] + ends, ends) if end > start]
+
+
+def paired_slices(proto, body):
+    """harbor-pilot's p50 over the minimal's, slice by slice (the same turn of the same
+    round): their median and its 95 % interval."""
+    ratios = []
+    for r in range(1, ROUNDS + 1):
+        pilot = slice_p50s(f"{WORK}/harbor-pilot-{proto}-{body}-rate.{r}")
+        minimal = slice_p50s(f"{WORK}/minimal-{proto}-{body}-rate.{r}")
+        ratios += [p / m for p, m in zip(pilot, minimal)]
+    if not ratios:
+        bad.append(f"{proto} {body}: no slices to pair")
+        return 0.0, (0.0, 0.0)
+    return statistics.median(ratios), median_interval(ratios)
+
+
 def median_of_rounds(server, proto, body, mode):
     runs = [run(f"{WORK}/{server}-{proto}-{body}-{mode}.{r}") for r in range(1, ROUNDS + 1)]
     if mode == "rate":
@@ -62,10 +99,10 @@ print(f"\n{ROUNDS} rounds of {os.environ['DURATION']} s per measurement (saturat
       f"bodies: 3 containers {bodies['3']:,} B, 50 containers {bodies['50']:,} B")
 print("ratios are against the minimal webhook (throughput: higher is better; latency: lower)\n")
 head = (f"{'body':>6} {'proto':>5} | {'minimal':>8} {'responder':>9} {'pilot':>8} {'pilot/min':>9} "
-        f"| {'minimal':>7} {'responder':>9} {'pilot':>7} {'pilot/min':>9} {'p99 p/min':>9} "
+        f"| {'minimal':>7} {'responder':>9} {'pilot':>7} {'pilot/min':>9} {'paired':>6} {'p99 p/min':>9} "
         f"{'CPU p/min':>9} | {'pilot/min':>9}")
 print(f"{'':>12} | {'saturated throughput, req/s':^39} "
-      f"| {f'p50 at {RATE} req/s, one at a time, µs':^57} | {'in bursts':^9}")
+      f"| {f'p50 at {RATE} req/s, one at a time, µs':^64} | {'in bursts':^9}")
 print(head)
 print("-" * len(head))
 for body in ("3", "50"):
@@ -78,14 +115,17 @@ for body in ("3", "50"):
         p99 = fixed["harbor-pilot"]["p99_us"] / fixed["minimal"]["p99_us"]
         burst_p50 = burst["harbor-pilot"]["p50_us"] / burst["minimal"]["p50_us"]
         cpu = fixed["harbor-pilot"]["cpu_us"] / fixed["minimal"]["cpu_us"]
+        paired, (paired_low, paired_high) = paired_slices(proto, body)
         results.append({"containers": int(body), "proto": proto, "saturated": sat, "fixed_rate": fixed,
                         "bursts": burst, "throughput_ratio": tput, "p50_ratio": p50,
+                        "p50_paired_slices_ratio": round(paired, 3),
+                        "p50_paired_slices_ratio_ci95": [round(paired_low, 3), round(paired_high, 3)],
                         "p99_ratio": p99, "fixed_rate_cpu_ratio": cpu,
                         "burst_p50_ratio": burst_p50})
         print(f"{body + ' ctr':>6} {proto:>5} | {sat['minimal']['rps']:>8.0f} {sat['responder']['rps']:>9.0f} "
               f"{sat['harbor-pilot']['rps']:>8.0f} {tput:>8.2f}x | "
               f"{fixed['minimal']['p50_us']:>7.0f} {fixed['responder']['p50_us']:>9.0f} "
-              f"{fixed['harbor-pilot']['p50_us']:>7.0f} {p50:>8.2f}x {p99:>8.2f}x {cpu:>8.2f}x "
+              f"{fixed['harbor-pilot']['p50_us']:>7.0f} {p50:>8.2f}x {paired:>5.2f}x {p99:>8.2f}x {cpu:>8.2f}x "
               f"| {burst_p50:>8.2f}x")
 
 print(f"\nCPU p/min: the servers' CPU time per request in the one-at-a-time runs (all "
@@ -97,6 +137,16 @@ for body in ("3", "50"):
         cpus = [row["fixed_rate"][s]["cpu_us"] for s in SERVERS]
         print(f"  {body:>2} containers {proto}: minimal {cpus[0]:.1f} µs, responder {cpus[1]:.1f}, "
               f"harbor-pilot {cpus[2]:.1f}")
+print(f"\npaired: the median over every slice of the one-at-a-time runs of harbor-pilot's p50 "
+      "over the minimal's in the same turn, and the 95 % interval of that median; "
+      "the VM's slow spells fall in one server's slices and not the other's and move a "
+      "round's pooled p50, less so a ratio of neighbouring slices")
+for body in ("3", "50"):
+    for proto in ("h1", "h2"):
+        row = next(r for r in results if r["containers"] == int(body) and r["proto"] == proto)
+        low, high = row["p50_paired_slices_ratio_ci95"]
+        print(f"  {body:>2} containers {proto}: {row['p50_paired_slices_ratio']:.2f}x "
+              f"(95 % interval {low:.2f}-{high:.2f}x)")
 print(f"\nin bursts: p50 of the same {RATE} req/s sent over the saturated runs' connections "
       "(h2load's timers fire together: 4 requests at once over HTTP/1.1, 8 streams at once "
       "per connection over HTTP/2), queueing included")
@@ -114,20 +164,7 @@ print(f"\nharbor-pilot: first admission after start p50 {first['p50_us']} µs ({
       f"{quartiles(remembered)}): the first {first['p50_us'] / remembered['p50_us']:.2f}x")
 # Paired by start: each first admission against the median of the five later ones of the
 # same process, so the VM's phases (its admissions took ~330 µs for minutes, then ~600)
-# fall on both sides of each ratio. The interval is the median's distribution-free one
-# (order statistics, binomial at one half), with no assumption about the spread's shape.
-def latencies_in_order(path):
-    return [int(line.split("\t")[2]) for line in open(f"{path}.log") if line.strip()]
-
-
-def median_interval(xs, level=0.95):
-    xs, n = sorted(xs), len(xs)
-    k = 0  # the largest k with P(Binomial(n, 1/2) < k) <= (1 - level) / 2
-    while k < n and sum(math.comb(n, i) for i in range(k + 1)) / 2**n <= (1 - level) / 2:
-        k += 1
-    return (xs[k - 1], xs[n - k]) if k >= 1 else (xs[0], xs[-1])
-
-
+# fall on both sides of each ratio.
 def paired_by_start(firsts, laters):
     """Each start's first over the median of its five later ones: their median and its
     interval."""
