@@ -37,7 +37,7 @@
 # server's own time, and against the first admission of the same pod after another
 # pod's.
 #
-#   benches/load.sh                        3 rounds of 5 s per measurement (~19 minutes)
+#   benches/load.sh                        3 rounds of 5 s per measurement (~20 minutes)
 #   ROUNDS=5 DURATION=10 benches/load.sh   longer
 #
 # Needs: cargo, python3, h2load (Debian nghttp2-client: installed if missing), taskset.
