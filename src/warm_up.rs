@@ -558,7 +558,8 @@ mod tests {
             "answered without a patch"
         );
         let suites = one_per_tls13_suite(&tls::provider()).len();
-        assert_eq!(admissions(&pass.state().metrics), (2 * suites).to_string());
+        let throwaway = pass.state().unwrap();
+        assert_eq!(admissions(&throwaway.metrics), (2 * suites).to_string());
         assert_eq!(admissions(&real), "0", "the warm-up was counted");
         assert!(format!("{rules:?}").contains("remembered: 0"), "{rules:?}");
 
@@ -572,8 +573,16 @@ mod tests {
         let client = clients(&other, Some(pass.token())).unwrap().remove(0);
         assert!(client.admit(addr, Protocol::Http1).await.unwrap());
         assert_eq!(admissions(&real), "2");
-        assert_eq!(admissions(&pass.state().metrics), (2 * suites).to_string());
+        assert_eq!(admissions(&throwaway.metrics), (2 * suites).to_string());
         assert!(!format!("{rules:?}").contains("remembered: 0"), "{rules:?}");
+        // Closed, the pass no longer holds its state: freed with the last holder.
+        assert!(pass.state().is_none());
+        let freed = Arc::downgrade(&throwaway);
+        drop(throwaway);
+        assert!(
+            freed.upgrade().is_none(),
+            "the closed pass's state is still held"
+        );
     }
 
     #[test]

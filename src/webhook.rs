@@ -8,8 +8,8 @@
 //! `outcome="error"`.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -70,7 +70,10 @@ pub(crate) const WARM_UP_HEADER: &str = "harbor-pilot-warm-up";
 pub struct WarmUpPass {
     token: HeaderValue,
     open: AtomicBool,
-    state: Arc<WebhookState>,
+    /// Taken when the pass closes: its copy of the rules and its metrics are freed then
+    /// (the port's service holds the pass for the process's life). Locked only for
+    /// requests that carry the token while the pass is open.
+    state: Mutex<Option<Arc<WebhookState>>>,
 }
 
 impl WarmUpPass {
@@ -79,10 +82,10 @@ impl WarmUpPass {
         Arc::new(Self {
             token,
             open: AtomicBool::new(true),
-            state: Arc::new(WebhookState {
+            state: Mutex::new(Some(Arc::new(WebhookState {
                 silent: true,
                 ..state
-            }),
+            }))),
         })
     }
 
@@ -91,19 +94,32 @@ impl WarmUpPass {
         &self.token
     }
 
-    /// From now on every admission is a real one.
+    /// From now on every admission is a real one; the pass's state is dropped (once
+    /// no warm-up admission holds it).
     pub fn close(&self) {
         self.open.store(false, Ordering::Relaxed);
+        self.lock_state().take();
     }
 
-    /// The state the warm-up's admissions are answered with.
+    /// The state the warm-up's admissions are answered with; `None` once closed.
     #[cfg(test)]
-    pub(crate) fn state(&self) -> &WebhookState {
-        &self.state
+    pub(crate) fn state(&self) -> Option<Arc<WebhookState>> {
+        self.lock_state().clone()
     }
 
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        self.open.load(Ordering::Relaxed) && headers.get(WARM_UP_HEADER) == Some(&self.token)
+    /// The state to answer with, for a request that carries the token while the pass
+    /// is open.
+    fn admits(&self, headers: &HeaderMap) -> Option<Arc<WebhookState>> {
+        if self.open.load(Ordering::Relaxed) && headers.get(WARM_UP_HEADER) == Some(&self.token) {
+            self.lock_state().clone()
+        } else {
+            None
+        }
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, Option<Arc<WebhookState>>> {
+        // Nothing panics while holding it (an Option is cloned or taken).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -314,10 +330,10 @@ fn service(state: WebhookState, warm_up: Option<Arc<WarmUpPass>>) -> impl HttpSe
     hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         // The path without the query: the API server calls `/mutate?timeout=10s`.
         if request.method() == Method::POST && request.uri().path() == MUTATE_PATH {
-            let state = match &warm_up {
-                Some(pass) if pass.admits(request.headers()) => Arc::clone(&pass.state),
-                _ => Arc::clone(&state),
-            };
+            let state = warm_up
+                .as_ref()
+                .and_then(|pass| pass.admits(request.headers()))
+                .unwrap_or_else(|| Arc::clone(&state));
             Either::Left(async move { Ok(review_body(&state, request.into_body()).await) })
         } else {
             Either::Right(others.call(request))
