@@ -271,8 +271,9 @@ impl Webhook {
             body_read_timeout: settings.body_read_timeout,
         };
         // The warm-up's admissions go through the real port (see warm_up), unless it
-        // asks for client certificates, which our client has none of (or the pass could
-        // not be made, which the own port's warm-up then reports).
+        // asks for client certificates, which our client has none of, or the pass could
+        // not be made: the own port needs no token, and reports what else it cannot
+        // build (the throwaway metrics).
         let pass = settings
             .client_ca_file
             .is_none()
