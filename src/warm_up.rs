@@ -419,7 +419,8 @@ impl Client {
 
 /// Runs on each of the runtime's threads before it takes work: what a thread builds for
 /// itself on first use, built here rather than during the first admission it serves.
-/// - The regex crate's matching state for the reference grammar ([`ImageRef::warm_up`]).
+/// - The reference grammar, compiled, and each way through the reference parse
+///   ([`ImageRef::warm_up`]).
 /// - The allocator's memory for the thread: mimalloc gives each thread pages of its
 ///   own, one per size class, faulted in as allocations first reach them. Eight blocks
 ///   of each size class up to 8 KiB (mimalloc has four per doubling) and six of 16 KiB,
