@@ -184,10 +184,11 @@ admission_seconds_sum() {
 # STARTS starts as above, then SEASONED starts in which harbor-pilot first serves three
 # admissions of another pod (the microservices demo's, one container) and only then
 # the 3-container pod with new images (seasoned.*, five later ones in seasoned-later.*):
-# the first pod of a shape in a process that has served others. The first pod of each
-# shape costs more than its later ones at any time, not only after start (a
-# one-container pod after 3-container ones: 1.29x inside the server); these starts
-# show how much of the first admission after start is that, and how much start-up.
+# the first pod of a shape in a process that has served others. While the reference
+# grammar's automaton was built lazily, the first pod of each shape cost more than its
+# later ones at any time (a one-container pod after 3-container ones: 1.29x inside the
+# server); these starts show how much of the first admission after start is that, and
+# how much start-up.
 cp tests/fixtures/admission/048-microservices-demo-deployment.json "$WORK/review-other.json"
 new=0
 # first_admissions OTHERS FIRST LATER [REMEMBERED]: one start (see above).

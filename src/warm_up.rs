@@ -10,13 +10,12 @@
 //! connection bookkeeping that have served before. A server of the warm-up's own,
 //! running the same code on another loopback port, left the real port's own serving
 //! cold: inside the server the first real admission took 1.20× its start's later ones
-//! (paired medians over 20 starts), and 1.14× through the real port — as much as the
-//! first pod of a new shape takes in a process that has served others for a while
-//! (1.15×; 1.16× with the own port). That part is no start-up cost: the first pod of
-//! each shape pays it at any time (a one-container pod after 3-container ones: 1.29×
-//! its later ones). Only when the real port asks for client certificates, which our
-//! client has none of, does the warm-up fall back to a port of its own
-//! ([`Server::OwnPort`]).
+//! (paired medians over 20 starts), and 1.14× through the real port. That rest was the
+//! first pod of a new shape at any time, not start-up: the reference grammar's
+//! automaton was built lazily as images reached new states; it is now built whole
+//! (`reference::grammar` in the core), and the first admission takes 0.98× its start's
+//! later ones. Only when the real port asks for client certificates, which our client
+//! has none of, does the warm-up fall back to a port of its own ([`Server::OwnPort`]).
 //!
 //! Nothing of it is visible outside: the real port answers the warm-up's admissions
 //! with a state of their own (`webhook::WarmUpPass`: metrics of their own, so no
