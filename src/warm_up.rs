@@ -13,9 +13,10 @@
 //! (paired medians over 20 starts), and 1.14× through the real port. That rest was the
 //! first pod of a new shape at any time, not start-up: the reference grammar's
 //! automaton was built lazily as images reached new states; it is now built whole
-//! (`reference::grammar` in the core), and the first admission takes 0.98× its start's
-//! later ones. Only when the real port asks for client certificates, which our client
-//! has none of, does the warm-up fall back to a port of its own ([`Server::OwnPort`]).
+//! (`reference::grammar` in the core), and the first admission takes 0.97–1.01× its
+//! start's later ones (three runs of `benches/load.sh`). Only when the real port asks
+//! for client certificates, which our client has none of, does the warm-up fall back
+//! to a port of its own ([`Server::OwnPort`]).
 //!
 //! Nothing of it is visible outside: the real port answers the warm-up's admissions
 //! with a state of their own (`webhook::WarmUpPass`: metrics of their own, so no

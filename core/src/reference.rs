@@ -415,8 +415,8 @@ fn grammar() -> Option<&'static dense::DFA<Vec<u32>>> {
 /// Whether all of `input` matches the grammar (it is anchored at both ends).
 fn grammar_matches(grammar: &dense::DFA<Vec<u32>>, input: &str) -> bool {
     let search = Input::new(input).anchored(Anchored::Yes).earliest(true);
-    // Only a DFA built with quit bytes or a size limit reached mid-search can fail;
-    // this one has neither, but a failure is no match.
+    // A dense DFA's search fails only on a quit byte (none are set) or on a start it
+    // was not built for (this one is); a failure would be no match.
     matches!(grammar.try_search_fwd(&search), Ok(Some(_)))
 }
 
