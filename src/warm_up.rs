@@ -14,7 +14,7 @@
 //! first pod of a new shape at any time, not start-up: the reference grammar's
 //! automaton was built lazily as images reached new states; it is now built whole
 //! (`reference::grammar` in the core), and the first admission takes 0.97–1.01× its
-//! start's later ones (three runs of `benches/load.sh`). Only when the real port asks
+//! start's later ones (four runs of `benches/load.sh`). Only when the real port asks
 //! for client certificates, which our client has none of, does the warm-up fall back
 //! to a port of its own ([`Server::OwnPort`]).
 //!
